@@ -1,0 +1,139 @@
+"""The linear operators ``A`` the stable layers are made of: dense and 2-D convolution.
+
+Each mixin creates its kernel in ``_build_operator`` and provides ``_apply``
+(``A x``), ``_adjoint`` (``A^T z``), ``_graph_norm`` (a sound in-graph bound of
+``||A||``, used during training) and ``_exact_norm`` (a sound float64 bound on
+the host, used for certificates).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from stablekeras import spectral
+from stablekeras.constraints import SpectralNorm
+
+
+def positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected a positive integer. "
+            f"Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def positive_float(value, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not (v > 0 and v < float("inf")):
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected a positive finite number. "
+            f"Received: {name}={value!r}"
+        )
+    return v
+
+
+class DenseOperator:
+    """``A x = x @ kernel`` with ``kernel`` of shape ``(d, units)``."""
+
+    def _init_operator(self, units, kernel_initializer, **_):
+        self.units = positive_int(units, "units")
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def _build_operator(self, input_shape, constraint_max=None):
+        d = int(input_shape[-1])
+        self._in_dim = d
+        self.kernel_constraint_ = (
+            None if constraint_max is None else SpectralNorm(constraint_max)
+        )
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(d, self.units),
+            initializer=self.kernel_initializer,
+            constraint=self.kernel_constraint_,
+        )
+        return (self.units,)
+
+    def _apply(self, x):
+        return tf.matmul(x, self.kernel)
+
+    def _adjoint(self, z):
+        return tf.matmul(z, self.kernel, transpose_b=True)
+
+    def _graph_norm(self):
+        if self.kernel_constraint_ is not None:
+            return self.kernel_constraint_.norm_bound(self.kernel)
+        return spectral.dense_gram_bound(self.kernel)
+
+    def _exact_norm(self) -> float:
+        return spectral.dense_norm(keras.ops.convert_to_numpy(self.kernel))
+
+    def _operator_config(self):
+        return {
+            "units": self.units,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }
+
+
+class ConvOperator:
+    """``A x = conv2d(x, kernel)`` (no bias), ``A^T`` the transposed convolution."""
+
+    def _init_operator(self, filters, kernel_size, strides, padding, kernel_initializer, **_):
+        self.filters = positive_int(filters, "filters")
+        self.kernel_size = spectral._pair(kernel_size, "kernel_size")
+        self.strides = spectral._pair(strides, "strides")
+        spectral._padding(padding)
+        self.padding = str(padding).lower()
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def _build_operator(self, input_shape, constraint_max=None):
+        if len(input_shape) != 4 or any(v is None for v in input_shape[1:]):
+            raise ValueError(
+                f"{type(self).__name__} needs inputs of shape (batch, height, width, "
+                f"channels) with known sizes. Received input_shape={tuple(input_shape)}"
+            )
+        h, w, c = (int(v) for v in input_shape[1:])
+        self._in_shape = (h, w, c)
+        self.kernel_constraint_ = (
+            None
+            if constraint_max is None
+            else SpectralNorm(constraint_max, (h, w), self.strides, self.padding)
+        )
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(*self.kernel_size, c, self.filters),
+            initializer=self.kernel_initializer,
+            constraint=self.kernel_constraint_,
+        )
+        return (*spectral.conv2d_output_shape((h, w), self.kernel_size, self.strides, self.padding), self.filters)
+
+    def _apply(self, x):
+        return spectral.conv2d(x, self.kernel, self.strides, self.padding)
+
+    def _adjoint(self, z):
+        return spectral.conv2d_adjoint(z, self.kernel, self._in_shape, self.strides, self.padding)
+
+    def _graph_norm(self):
+        if self.kernel_constraint_ is not None:
+            return self.kernel_constraint_.norm_bound(self.kernel)
+        return spectral.conv2d_gram_bound(
+            self.kernel, self._in_shape[:2], self.strides, self.padding
+        )
+
+    def _exact_norm(self) -> float:
+        return spectral.conv2d_norm_bound(
+            keras.ops.convert_to_numpy(self.kernel), self._in_shape[:2], self.strides, self.padding
+        )
+
+    def _operator_config(self):
+        return {
+            "filters": self.filters,
+            "kernel_size": list(self.kernel_size),
+            "strides": list(self.strides),
+            "padding": self.padding,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }

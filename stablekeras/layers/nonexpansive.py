@@ -1,0 +1,435 @@
+"""Gradient steps on convex potentials: non-expansive and contractive layers.
+
+The layer is one (or S) explicit Runge-Kutta step(s) of the gradient flow
+``x' = -grad V(x) - mu x`` with ``V(x) = 1^T gamma(Ax + b)`` and ``gamma' = s``
+monotone with slope at most ``L_s``. ``grad V(x) = A^T s(Ax + b)`` is
+``nu``-Lipschitz with ``nu = L_s ||A||^2``. For ``mu = 0`` a step of size ``h``
+is non-expansive when ``h nu <= 2 r`` (r the integrator's circle-contractivity
+radius); for ``mu > 0`` (explicit Euler) a step is a contraction with constant
+``1 - h mu`` when ``h (nu + 2 mu) <= 2``.
+
+Two ways to keep the condition, both checked after every optimizer step:
+
+* ``mode="constraint"``: the kernel carries a :class:`~stablekeras.constraints.SpectralNorm`
+  constraint that rescales ``A`` after each optimizer step so that one step of
+  size ``step_size`` satisfies it. Fixed cost.
+* ``mode="substeps"``: the weights are free and the block integrates a time
+  ``T = step_size`` in ``S = ceil(T nu / (2 r))`` steps of ``T / S`` (the
+  chapter's notebook), with ``S`` recomputed from the current weights at every
+  call. ``S`` is capped at ``max_substeps``; past the cap the step shrinks to
+  ``2 r / nu`` so the guarantee still holds (the block then integrates less time).
+
+References
+----------
+M. J. Ehrhardt, D. Murari, F. Sherry, "Stable neural networks and connections to
+continuous dynamical systems", arXiv:2510.22299, 2025.
+F. Sherry et al., "Designing stable neural networks using convex analysis and
+ODEs", Physica D, 2024.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from stablekeras import activations as _activations
+from stablekeras import integrators as _integrators
+from stablekeras.layers._operators import ConvOperator, DenseOperator, positive_float, positive_int
+
+__all__ = ["NonExpansiveDense", "NonExpansiveConv2D", "ContractiveDense", "ContractiveConv2D"]
+
+_MODES = ("constraint", "substeps")
+
+
+class _GradientStep(keras.layers.Layer):
+    """Shared machinery; see the module docstring for the mathematics."""
+
+    _strongly_convex = False
+
+    def __init__(
+        self,
+        *,
+        step_size: float = 1.0,
+        activation="relu",
+        integrator="euler",
+        mode: str = "constraint",
+        use_bias: bool = True,
+        bias_initializer="zeros",
+        max_substeps: int = 32,
+        strong_convexity: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.step_size = positive_float(step_size, "step_size")
+        self.activation = _activations.get(activation)
+        self.integrator = _integrators.get(integrator)
+        if mode not in _MODES:
+            raise ValueError(
+                f"Received an invalid value for `mode`, expected one of {_MODES}. "
+                f"Received: mode={mode!r}"
+            )
+        self.mode = mode
+        self.use_bias = bool(use_bias)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.max_substeps = positive_int(max_substeps, "max_substeps")
+        mu = float(strong_convexity)
+        if self._strongly_convex:
+            if not mu > 0:
+                raise ValueError(
+                    "Received an invalid value for `strong_convexity`, expected a positive "
+                    f"number. Received: strong_convexity={strong_convexity!r}"
+                )
+            if self.integrator.name != "euler":
+                raise ValueError(
+                    "Contractive layers are analysed for explicit Euler steps only. "
+                    f"Received: integrator={self.integrator.name!r}"
+                )
+            if mode == "constraint" and not self.step_size * mu < 1:
+                raise ValueError(
+                    "A contractive step needs step_size * strong_convexity < 1. Received: "
+                    f"step_size={self.step_size}, strong_convexity={mu}"
+                )
+        self.strong_convexity = mu
+
+    # --- the condition -----------------------------------------------------
+    def _max_norm(self) -> float:
+        """Largest ``||A||`` for which one step of size ``step_size`` keeps the guarantee."""
+        h, L, r, mu = self.step_size, self.activation.slope, self.integrator.radius, self.strong_convexity
+        return math.sqrt((2.0 * r - 2.0 * h * mu) / (h * L))
+
+    def build(self, input_shape):
+        constraint_max = self._max_norm() if self.mode == "constraint" else None
+        bias_shape = self._build_operator(tuple(input_shape), constraint_max)
+        self.bias = (
+            self.add_weight(name="bias", shape=(bias_shape[-1],), initializer=self.bias_initializer)
+            if self.use_bias
+            else None
+        )
+        self.substeps = self.add_weight(
+            name="substeps", shape=(), dtype="int32", initializer="ones", trainable=False
+        )
+        if self.kernel_constraint_ is not None:
+            # Keras applies constraints only after optimizer steps: start inside the set.
+            self.kernel.assign(self.kernel_constraint_(self.kernel))
+
+    def _schedule(self, sigma):
+        """Number of sub-steps ``S`` and step size ``h`` for an operator norm bound ``sigma``."""
+        T, L, r, mu = self.step_size, self.activation.slope, self.integrator.radius, self.strong_convexity
+        nu = L * tf.square(tf.cast(sigma, tf.float32)) + 2.0 * mu
+        s = tf.math.ceil(T * nu / (2.0 * r))
+        s = tf.clip_by_value(s, 1.0, float(self.max_substeps))
+        h = tf.minimum(T / s, 2.0 * r / tf.maximum(nu, 1e-30))
+        return tf.cast(s, tf.int32), h
+
+    def _vector_field(self, x):
+        z = self._apply(x)
+        if self.bias is not None:
+            z = z + self.bias
+        g = -self._adjoint(self.activation(z))
+        if self.strong_convexity:
+            g = g - self.strong_convexity * x
+        return g
+
+    def call(self, inputs, training=None):
+        x = tf.convert_to_tensor(inputs)
+        if self.mode == "constraint":
+            return self.integrator.step(self._vector_field, x, self.step_size)
+        s, h = self._schedule(self._graph_norm())
+        if training:
+            self.substeps.assign(s)
+        h = tf.cast(h, x.dtype)
+        _, x = tf.while_loop(
+            lambda i, _: i < s,
+            lambda i, y: (i + 1, self.integrator.step(self._vector_field, y, h)),
+            (tf.constant(0, tf.int32), x),
+        )
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    # --- certificates --------------------------------------------------------
+    def operator_norm(self) -> float:
+        """A sound float64 upper bound of ``||A||`` for the current kernel."""
+        return self._exact_norm()
+
+    def lipschitz_bound(self) -> float:
+        """A sound upper bound of the layer's current Lipschitz constant (l2).
+
+        1 for a non-expansive layer whose condition holds (``1 - h mu`` for a
+        contractive one); otherwise the bound of an explicit step with
+        ``h Lip(f)`` beyond the condition, to the power of the sub-steps.
+        """
+        sigma = self.operator_norm()
+        if self.mode == "constraint":
+            steps, h = 1, self.step_size
+        else:
+            s, h = self._schedule(self._graph_norm())
+            steps, h = int(s), float(h)
+        nu = self.activation.slope * sigma**2
+        mu = self.strong_convexity
+        if self.integrator.name == "euler":
+            per_step = max(abs(1.0 - h * mu), abs(1.0 - h * mu - h * nu))
+        elif h * nu <= 2.0 * self.integrator.radius:
+            per_step = 1.0
+        else:
+            per_step = self.integrator.lipschitz_growth(h * nu)
+        return float(per_step**steps)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            **self._operator_config(),
+            "step_size": self.step_size,
+            "activation": _activations.serialize(self.activation),
+            "integrator": self.integrator.name,
+            "mode": self.mode,
+            "use_bias": self.use_bias,
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "max_substeps": self.max_substeps,
+        }
+
+
+@keras.saving.register_keras_serializable(package="stablekeras")
+class NonExpansiveDense(DenseOperator, _GradientStep):
+    """Non-expansive dense layer ``x -> x - h W^T s(W x + b)`` on ``R^d``.
+
+    One explicit step of the gradient flow of the convex potential
+    ``V(x) = 1^T gamma(W x + b)``. It is 1-Lipschitz in l2 whenever
+    ``h L_s ||W||_2^2 <= 2 r``, which the layer keeps after every optimizer step
+    (see ``mode``). Output shape = input shape.
+
+    Parameters
+    ----------
+    units : int
+        Rows of ``W`` (the width of the potential), ``W`` has shape ``units x d``.
+    step_size : float, default 1.0
+        ``h`` in constraint mode; the time ``T`` per block in sub-step mode.
+    activation : str or SlopeRestrictedActivation, default "relu"
+        Monotone, slope-restricted ``s``; see :mod:`stablekeras.activations`.
+    integrator : {"euler", "heun", "rk4"}, default "euler"
+    mode : {"constraint", "substeps"}, default "constraint"
+    use_bias : bool, default True
+    kernel_initializer, bias_initializer : Keras initializers
+    max_substeps : int, default 32
+        Cap on ``S`` in sub-step mode.
+
+    Attributes
+    ----------
+    kernel : the ``(d, units)`` matrix ``W^T`` (Keras' layout).
+    substeps : non-trainable int weight, the last ``S`` used in training.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> layer = NonExpansiveDense(16, step_size=1.0)
+    >>> y = layer(np.zeros((2, 4), "float32"))
+    >>> tuple(y.shape), layer.lipschitz_bound()
+    ((2, 4), 1.0)
+    """
+
+    def __init__(
+        self,
+        units: int,
+        step_size: float = 1.0,
+        activation="relu",
+        integrator="euler",
+        mode: str = "constraint",
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        max_substeps: int = 32,
+        **kwargs,
+    ):
+        super().__init__(
+            step_size=step_size,
+            activation=activation,
+            integrator=integrator,
+            mode=mode,
+            use_bias=use_bias,
+            bias_initializer=bias_initializer,
+            max_substeps=max_substeps,
+            **kwargs,
+        )
+        self._init_operator(units=units, kernel_initializer=kernel_initializer)
+
+
+@keras.saving.register_keras_serializable(package="stablekeras")
+class NonExpansiveConv2D(ConvOperator, _GradientStep):
+    """Non-expansive convolutional layer ``x -> x - h A^T s(A x + b)``.
+
+    ``A`` is a 2-D convolution (no bias) with ``filters`` output channels and
+    ``A^T`` its exact adjoint, the transposed convolution with the same kernel,
+    strides and padding. Output shape = input shape. 1-Lipschitz in l2 whenever
+    ``h L_s ||A||^2 <= 2 r`` with ``||A||`` the operator norm of the
+    convolution on the layer's input grid.
+
+    Parameters
+    ----------
+    filters : int
+        Output channels of ``A`` (channels of the potential).
+    kernel_size : int or pair, default 3
+    strides : int or pair, default 1
+    padding : {"same", "valid"}, default "same"
+    step_size, activation, integrator, mode, use_bias, kernel_initializer,
+    bias_initializer, max_substeps :
+        As in :class:`NonExpansiveDense`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> layer = NonExpansiveConv2D(8, 3)
+    >>> tuple(layer(np.zeros((1, 6, 6, 4), "float32")).shape)
+    (1, 6, 6, 4)
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size=3,
+        strides=1,
+        padding: str = "same",
+        step_size: float = 1.0,
+        activation="relu",
+        integrator="euler",
+        mode: str = "constraint",
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        max_substeps: int = 32,
+        **kwargs,
+    ):
+        super().__init__(
+            step_size=step_size,
+            activation=activation,
+            integrator=integrator,
+            mode=mode,
+            use_bias=use_bias,
+            bias_initializer=bias_initializer,
+            max_substeps=max_substeps,
+            **kwargs,
+        )
+        self._init_operator(
+            filters=filters,
+            kernel_size=kernel_size,
+            strides=strides,
+            padding=padding,
+            kernel_initializer=kernel_initializer,
+        )
+
+
+class _Contractive:
+    _strongly_convex = True
+
+    def get_config(self):
+        return {**super().get_config(), "strong_convexity": self.strong_convexity}
+
+
+@keras.saving.register_keras_serializable(package="stablekeras")
+class ContractiveDense(_Contractive, DenseOperator, _GradientStep):
+    """Contractive dense layer ``x -> (1 - h mu) x - h W^T s(W x + b)``.
+
+    An explicit Euler step of the gradient flow of the ``mu``-strongly convex
+    potential ``1^T gamma(W x + b) + mu/2 ||x||^2``. With
+    ``h (L_s ||W||^2 + 2 mu) <= 2`` its Lipschitz constant is at most
+    ``1 - h mu < 1``: distances shrink at every layer and the flow has a unique
+    attracting equilibrium.
+
+    Parameters
+    ----------
+    units : int
+    step_size : float, default 1.0
+    strong_convexity : float, default 0.1
+        ``mu > 0``; constraint mode needs ``step_size * mu < 1``.
+    activation, mode, use_bias, kernel_initializer, bias_initializer, max_substeps :
+        As in :class:`NonExpansiveDense` (the integrator is explicit Euler).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> layer = ContractiveDense(8, step_size=1.0, strong_convexity=0.1)
+    >>> _ = layer(np.zeros((1, 3), "float32"))
+    >>> round(layer.lipschitz_bound(), 6)
+    0.9
+    """
+
+    def __init__(
+        self,
+        units: int,
+        step_size: float = 1.0,
+        strong_convexity: float = 0.1,
+        activation="relu",
+        mode: str = "constraint",
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        max_substeps: int = 32,
+        integrator="euler",
+        **kwargs,
+    ):
+        super().__init__(
+            step_size=step_size,
+            activation=activation,
+            integrator=integrator,
+            mode=mode,
+            use_bias=use_bias,
+            bias_initializer=bias_initializer,
+            max_substeps=max_substeps,
+            strong_convexity=strong_convexity,
+            **kwargs,
+        )
+        self._init_operator(units=units, kernel_initializer=kernel_initializer)
+
+
+@keras.saving.register_keras_serializable(package="stablekeras")
+class ContractiveConv2D(_Contractive, ConvOperator, _GradientStep):
+    """Contractive convolutional layer ``x -> (1 - h mu) x - h A^T s(A x + b)``.
+
+    The convolutional analogue of :class:`ContractiveDense`: Lipschitz constant
+    at most ``1 - h mu`` when ``h (L_s ||A||^2 + 2 mu) <= 2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> layer = ContractiveConv2D(4, 3, strong_convexity=0.2)
+    >>> tuple(layer(np.zeros((1, 5, 5, 2), "float32")).shape)
+    (1, 5, 5, 2)
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size=3,
+        strides=1,
+        padding: str = "same",
+        step_size: float = 1.0,
+        strong_convexity: float = 0.1,
+        activation="relu",
+        mode: str = "constraint",
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        max_substeps: int = 32,
+        integrator="euler",
+        **kwargs,
+    ):
+        super().__init__(
+            step_size=step_size,
+            activation=activation,
+            integrator=integrator,
+            mode=mode,
+            use_bias=use_bias,
+            bias_initializer=bias_initializer,
+            max_substeps=max_substeps,
+            strong_convexity=strong_convexity,
+            **kwargs,
+        )
+        self._init_operator(
+            filters=filters,
+            kernel_size=kernel_size,
+            strides=strides,
+            padding=padding,
+            kernel_initializer=kernel_initializer,
+        )
