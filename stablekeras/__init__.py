@@ -11,6 +11,7 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from stablekeras import activations, constraints, integrators, layers, losses, models, spectral  # noqa: E402
 from stablekeras.constraints import SpectralNorm  # noqa: E402
+from stablekeras.estimators import StableClassifier, StableRegressor  # noqa: E402
 from stablekeras.layers import (  # noqa: E402
     AntisymmetricDense,
     ContractiveConv2D,
@@ -33,6 +34,8 @@ from stablekeras.models import (  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "StableClassifier",
+    "StableRegressor",
     "activations",
     "constraints",
     "integrators",

@@ -186,6 +186,8 @@ def _layer_bound(layer) -> float:
     if isinstance(layer, keras.layers.GlobalAveragePooling2D):
         h, w = layer.input.shape[1:3]
         return 1.0 / math.sqrt(h * w)
+    if isinstance(layer, keras.layers.Rescaling):
+        return float(np.max(np.abs(np.asarray(layer.scale, dtype=np.float64))))
     if isinstance(layer, keras.layers.Activation):
         return _activations.get(layer.activation).slope
     if isinstance(layer, keras.layers.Dense | keras.layers.Conv2D):

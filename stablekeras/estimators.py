@@ -1,0 +1,571 @@
+"""scikit-learn estimators wrapping the stable networks.
+
+:class:`StableClassifier` and :class:`StableRegressor` follow scikit-learn's
+conventions: ``__init__`` only stores flat hyperparameters, ``fit`` validates
+them (``_parameter_constraints``) and the data before any training, learned
+state ends in an underscore, and pickling saves the Keras model as ``.keras``
+bytes. They work in pipelines, ``clone``, ``GridSearchCV(n_jobs=2)`` and
+``cross_validate``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from numbers import Integral, Real
+
+import keras
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from stablekeras import activations as _activations
+from stablekeras import integrators as _integrators
+from stablekeras.losses import MulticlassHinge
+from stablekeras.models import CONSTRAINTS, build_network, lipschitz_bound
+
+__all__ = ["StableClassifier", "StableRegressor"]
+
+
+def _check_activation(value):
+    _activations.get(value)  # raises ValueError naming it
+    return True
+
+
+def _check_integrator(value):
+    _integrators.get(value)
+    return True
+
+
+class _ActivationOption(Options):
+    """A ``_parameter_constraints`` entry accepting the slope-restricted activations."""
+
+    def __init__(self):
+        super().__init__(object, set())
+
+    def is_satisfied_by(self, value):
+        try:
+            return _check_activation(value)
+        except ValueError:
+            return False
+
+    def __str__(self):
+        return "a monotone, slope-restricted activation (relu, leaky_relu, elu, tanh, sigmoid, softplus)"
+
+
+class _ImageShapeOption(Options):
+    def __init__(self):
+        super().__init__(object, set())
+
+    def is_satisfied_by(self, value):
+        return (
+            isinstance(value, tuple | list)
+            and len(value) == 3
+            and all(isinstance(v, Integral) and not isinstance(v, bool) and v > 0 for v in value)
+        )
+
+    def __str__(self):
+        return "a tuple (height, width, channels) of positive integers"
+
+
+class _StableEstimator(BaseEstimator):
+    """Shared fit/predict machinery. Not public."""
+
+    _parameter_constraints: dict = {
+        "constraint": [StrOptions(set(CONSTRAINTS))],
+        "step_size": [Interval(Real, 0, None, closed="neither")],
+        "depth": [Interval(Integral, 0, None, closed="left")],
+        "width": [Interval(Integral, 1, None, closed="left")],
+        "activation": [_ActivationOption()],
+        "integrator": [StrOptions({"euler", "heun", "rk4"})],
+        "mode": [StrOptions({"constraint", "substeps"})],
+        "image_shape": [None, _ImageShapeOption()],
+        "kernel_size": [Interval(Integral, 1, None, closed="left")],
+        "max_norm": [None, Interval(Real, 0, None, closed="neither")],
+        "strong_convexity": [Interval(Real, 0, None, closed="neither")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "early_stopping": ["boolean"],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "verbose": [Interval(Integral, 0, 2, closed="both"), "boolean"],
+    }
+
+    # ---- hooks for subclasses -------------------------------------------------
+    def _prepare_targets(self, y):
+        raise NotImplementedError
+
+    def _keras_loss(self):
+        raise NotImplementedError
+
+    # ---- fitting ------------------------------------------------------------------
+    def _check_image_shape(self, n_features):
+        if self.image_shape is not None and math.prod(self.image_shape) != n_features:
+            raise ValueError(
+                f"image_shape={tuple(self.image_shape)} holds {math.prod(self.image_shape)} "
+                f"values but X has n_features={n_features}: expected "
+                "height * width * channels == n_features"
+            )
+
+    def _seed(self):
+        if self.random_state is None:
+            return None
+        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        if isinstance(self.random_state, Integral):
+            seed = int(self.random_state)
+        keras.utils.set_random_seed(seed)
+        return seed
+
+    def _build_model(self, n_features, n_outputs):
+        model = build_network(
+            (n_features,),
+            n_outputs,
+            constraint=self.constraint,
+            image_shape=None if self.image_shape is None else tuple(self.image_shape),
+            width=int(self.width),
+            depth=int(self.depth),
+            step_size=float(self.step_size),
+            activation=self.activation,
+            integrator=self.integrator,
+            mode=self.mode,
+            kernel_size=int(self.kernel_size),
+            max_norm=self.max_norm,
+            strong_convexity=float(self.strong_convexity),
+        )
+        return self._output_layer(model)
+
+    def _output_layer(self, model):
+        return model
+
+    def _optimizer(self, n_samples):
+        steps = max(1, math.ceil(n_samples / self.batch_size)) * self.epochs
+        schedule = keras.optimizers.schedules.CosineDecay(
+            float(self.learning_rate), decay_steps=steps, alpha=0.01
+        )
+        if self.weight_decay:
+            return keras.optimizers.AdamW(schedule, weight_decay=float(self.weight_decay))
+        return keras.optimizers.Adam(schedule)
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the network.
+
+        Everything is validated before any training: hyperparameters, NaN or
+        infinite values, shapes, the number of classes and ``image_shape``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        if self.constraint == "contractive" and self.integrator != "euler":
+            raise ValueError(
+                "constraint='contractive' is analysed for explicit Euler steps only. "
+                f"Received: integrator={self.integrator!r}"
+            )
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            dtype=np.float32,
+            ensure_all_finite=True,
+            multi_output=isinstance(self, RegressorMixin),
+            y_numeric=isinstance(self, RegressorMixin),
+        )
+        self._check_image_shape(X.shape[1])
+        y_fit, n_outputs = self._prepare_targets(y)
+        sw = None if sample_weight is None else _check_sample_weight(sample_weight, X, dtype=np.float32)
+
+        seed = self._seed()
+        self.model_ = self._build_model(X.shape[1], n_outputs)
+        self.model_.compile(optimizer=self._optimizer(len(X)), loss=self._keras_loss())
+
+        callbacks, validation_data, fit_X, fit_y, fit_sw = [], None, X, y_fit, sw
+        if self.early_stopping:
+            idx = np.arange(len(X))
+            stratify = y_fit if isinstance(self, ClassifierMixin) else None
+            try:
+                tr, va = train_test_split(
+                    idx, test_size=self.validation_fraction, random_state=seed, stratify=stratify
+                )
+            except ValueError:
+                tr, va = train_test_split(idx, test_size=self.validation_fraction, random_state=seed)
+            fit_X, fit_y = X[tr], y_fit[tr]
+            fit_sw = None if sw is None else sw[tr]
+            validation_data = (X[va], y_fit[va]) if sw is None else (X[va], y_fit[va], sw[va])
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    patience=self.n_iter_no_change, restore_best_weights=True
+                )
+            )
+        history = self.model_.fit(
+            fit_X,
+            fit_y,
+            sample_weight=fit_sw,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            validation_data=validation_data,
+            callbacks=callbacks,
+            shuffle=True,
+            verbose=int(self.verbose),
+        )
+        self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        self.n_iter_ = len(next(iter(self.history_.values()), []))
+        self.lipschitz_bound_ = lipschitz_bound(self.model_)
+        return self
+
+    # ---- inference ------------------------------------------------------------
+    def _forward(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float32, ensure_all_finite=True)
+        batch = max(int(self.batch_size), 1024)
+        return np.asarray(self.model_.predict(X, batch_size=batch, verbose=0), dtype=np.float64)
+
+    # ---- pickling -------------------------------------------------------------
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        model = state.pop("model_", None)
+        if model is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "model.keras")
+                model.save(path)
+                with open(path, "rb") as fh:
+                    state["_model_keras_bytes"] = fh.read()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        blob = state.pop("_model_keras_bytes", None)
+        self.__dict__.update(state)
+        if blob is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "model.keras")
+                with open(path, "wb") as fh:
+                    fh.write(blob)
+                self.model_ = keras.models.load_model(path)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+
+_DOC_PARAMS = """
+    constraint : {"nonexpansive", "contractive", "none"}, default="nonexpansive"
+        The blocks: non-expansive gradient steps, contractive (strongly convex)
+        gradient steps, or the unconstrained ResNet baseline of the same shape.
+    step_size : float, default=1.0
+        ``h`` of each block (time ``T`` per block with ``mode="substeps"``).
+    depth : int, default=4
+        Number of blocks.
+    width : int, default=16
+        Channels (units) of the lift and of each block.
+    activation : str, default="relu"
+        A monotone, slope-restricted activation (see :mod:`stablekeras.activations`).
+    integrator : {"euler", "heun", "rk4"}, default="euler"
+    mode : {"constraint", "substeps"}, default="constraint"
+        How the blocks keep their condition (see :class:`~stablekeras.layers.NonExpansiveDense`).
+    image_shape : tuple (h, w, c) or None, default=None
+        Reshape each row of X to this image and use the convolutional network.
+    kernel_size : int, default=3
+        Kernel size of the convolutional blocks.
+    max_norm : float or None, default=None
+        Spectral-norm cap of the lift and the projection. ``None`` leaves them
+        free (the chapter's setting); ``1.0`` with non-expansive blocks gives a
+        network whose Lipschitz bound is at most 1.
+    strong_convexity : float, default=0.1
+        ``mu`` of the contractive blocks.
+    epochs : int, default=20
+    batch_size : int, default=128
+    learning_rate : float, default=0.01
+        Peak learning rate of Adam(W), decayed by a cosine schedule to 1% of it.
+    weight_decay : float, default=1e-5
+        Decoupled weight decay (AdamW); 0 uses Adam.
+    validation_fraction : float, default=0.1
+        Held-out fraction for early stopping (used only when ``early_stopping``).
+    early_stopping : bool, default=False
+        Stop when the validation loss has not improved for ``n_iter_no_change``
+        epochs, and restore the best weights.
+    n_iter_no_change : int, default=5
+    random_state : int, RandomState or None, default=None
+        Seeds Keras, TensorFlow, NumPy and Python (``keras.utils.set_random_seed``)
+        so that two fits on the same data give the same predictions.
+    verbose : int, default=0
+        1 shows Keras' progress bar for each epoch; 0 is silent."""
+
+
+class StableClassifier(ClassifierMixin, _StableEstimator):
+    __doc__ = (
+        """A classifier built from stable (non-expansive) residual blocks.
+
+    Lift -> ``depth`` blocks -> pooling -> projection to logits. With the
+    default ``constraint="nonexpansive"`` every block is 1-Lipschitz by
+    construction, so the network's Lipschitz bound is the product of the lift
+    and projection norms (``lipschitz_bound_``), and logit margins certify
+    robustness (see :func:`stablekeras.robustness.certified_accuracy`).
+
+    Parameters
+    ----------"""
+        + _DOC_PARAMS
+        + """
+    loss : {"crossentropy", "hinge"}, default="crossentropy"
+        Cross-entropy on logits, or the multi-class margin loss
+        (:class:`~stablekeras.losses.MulticlassHinge`) the chapter trains with.
+    margin : float, default=1.0
+        Target logit margin of the hinge loss.
+
+    Attributes
+    ----------
+    model_ : keras.Sequential
+        The fitted network, from ``n_features_in_`` floats to logits.
+    classes_ : ndarray of shape (n_classes,)
+        The labels, of any type (strings, non-contiguous integers).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str, when X had feature names
+    history_ : dict
+        Keras' per-epoch ``loss`` (and ``val_loss`` with early stopping).
+    n_iter_ : int
+        Epochs run.
+    lipschitz_bound_ : float
+        A sound upper bound of the l2 Lipschitz constant of the logits.
+
+    See Also
+    --------
+    StableRegressor, stablekeras.robustness.robust_accuracy
+
+    Notes
+    -----
+    ``decision_function`` returns the logits (for two classes, the logit of the
+    second class minus that of the first, as scikit-learn expects).
+
+    References
+    ----------
+    M. J. Ehrhardt, D. Murari, F. Sherry, "Stable neural networks and connections
+    to continuous dynamical systems", arXiv:2510.22299, 2025.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = StableClassifier(epochs=2, random_state=0).fit(X[:200] / 16, y[:200])
+    >>> clf.predict(X[:3] / 16).shape
+    (3,)
+    """
+    )
+
+    _parameter_constraints = {
+        **_StableEstimator._parameter_constraints,
+        "loss": [StrOptions({"crossentropy", "hinge"})],
+        "margin": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(
+        self,
+        constraint="nonexpansive",
+        step_size=1.0,
+        depth=4,
+        width=16,
+        activation="relu",
+        integrator="euler",
+        mode="constraint",
+        image_shape=None,
+        kernel_size=3,
+        max_norm=None,
+        strong_convexity=0.1,
+        loss="crossentropy",
+        margin=1.0,
+        epochs=20,
+        batch_size=128,
+        learning_rate=0.01,
+        weight_decay=1e-5,
+        validation_fraction=0.1,
+        early_stopping=False,
+        n_iter_no_change=5,
+        random_state=None,
+        verbose=0,
+    ):
+        self.constraint = constraint
+        self.step_size = step_size
+        self.depth = depth
+        self.width = width
+        self.activation = activation
+        self.integrator = integrator
+        self.mode = mode
+        self.image_shape = image_shape
+        self.kernel_size = kernel_size
+        self.max_norm = max_norm
+        self.strong_convexity = strong_convexity
+        self.loss = loss
+        self.margin = margin
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _prepare_targets(self, y):
+        check_classification_targets(y)
+        classes, encoded = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                f"y has only one class ({classes[0]!r}); a classifier needs at least 2 classes"
+            )
+        self.classes_ = classes
+        return encoded.astype(np.int32), len(classes)
+
+    def _keras_loss(self):
+        if self.loss == "hinge":
+            return MulticlassHinge(margin=float(self.margin))
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def logits(self, X):
+        """The network's logits, shape (n_samples, n_classes)."""
+        return self._forward(X)
+
+    def decision_function(self, X):
+        """Logits of shape (n_samples, n_classes); for 2 classes, shape (n_samples,)."""
+        z = self._forward(X)
+        return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
+
+    def predict_proba(self, X):
+        """Softmax of the logits, shape (n_samples, n_classes)."""
+        z = self._forward(X)
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """The label of the largest logit, from ``classes_``."""
+        return self.classes_[np.argmax(self._forward(X), axis=1)]
+
+
+class StableRegressor(RegressorMixin, _StableEstimator):
+    __doc__ = (
+        """A regressor built from stable (non-expansive) residual blocks.
+
+    The same networks as :class:`StableClassifier` with a linear output of
+    ``n_outputs`` values, trained with the mean squared error. Several outputs
+    are supported (2-D ``y``).
+
+    Parameters
+    ----------"""
+        + _DOC_PARAMS
+        + """
+
+    Attributes
+    ----------
+    model_ : keras.Sequential
+    n_features_in_ : int
+    n_outputs_ : int
+    history_ : dict
+    n_iter_ : int
+    lipschitz_bound_ : float
+        A sound upper bound of the l2 Lipschitz constant of the prediction.
+
+    See Also
+    --------
+    StableClassifier
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.RandomState(0).rand(100, 3)
+    >>> reg = StableRegressor(epochs=2, random_state=0).fit(X, X.sum(axis=1))
+    >>> reg.predict(X[:4]).shape
+    (4,)
+    """
+    )
+
+    _parameter_constraints = {
+        **_StableEstimator._parameter_constraints,
+    }
+
+    def __init__(
+        self,
+        constraint="nonexpansive",
+        step_size=1.0,
+        depth=4,
+        width=16,
+        activation="relu",
+        integrator="euler",
+        mode="constraint",
+        image_shape=None,
+        kernel_size=3,
+        max_norm=None,
+        strong_convexity=0.1,
+        epochs=20,
+        batch_size=128,
+        learning_rate=0.01,
+        weight_decay=1e-5,
+        validation_fraction=0.1,
+        early_stopping=False,
+        n_iter_no_change=5,
+        random_state=None,
+        verbose=0,
+    ):
+        self.constraint = constraint
+        self.step_size = step_size
+        self.depth = depth
+        self.width = width
+        self.activation = activation
+        self.integrator = integrator
+        self.mode = mode
+        self.image_shape = image_shape
+        self.kernel_size = kernel_size
+        self.max_norm = max_norm
+        self.strong_convexity = strong_convexity
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _prepare_targets(self, y):
+        y = np.asarray(y, dtype=np.float32)
+        self._y_ndim = y.ndim
+        y2 = y.reshape(len(y), -1)
+        self.n_outputs_ = y2.shape[1]
+        std = y2.std(axis=0)
+        self._y_offset = y2.mean(axis=0).astype(np.float32)
+        self._y_scale = np.where(std > 0, std, 1.0).astype(np.float32)
+        return y2, self.n_outputs_
+
+    def _keras_loss(self):
+        return keras.losses.MeanSquaredError()
+
+    def _output_layer(self, model):
+        # The network predicts standardised targets; a fixed Rescaling layer maps
+        # them back, so `model_` (and its export) predicts y itself.
+        model.add(keras.layers.Rescaling(self._y_scale, offset=self._y_offset, name="unstandardize"))
+        return model
+
+    def predict(self, X):
+        """Predictions, shape (n_samples,) or (n_samples, n_outputs) as ``y`` was."""
+        z = self._forward(X)
+        return z.ravel() if self._y_ndim == 1 else z
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
