@@ -26,10 +26,15 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from stablekeras import activations as _activations
 from stablekeras import integrators as _integrators
-from stablekeras.losses import MulticlassHinge
+from stablekeras.losses import CLASSIFICATION_LOSSES, get_classification_loss
 from stablekeras.models import CONSTRAINTS, build_network, lipschitz_bound
 
 __all__ = ["StableClassifier", "StableRegressor"]
+
+#: Fits of at most this many optimizer steps run eagerly (see ``fit``).
+_EAGER_STEPS = 16
+#: Rows per forward pass at inference.
+_PREDICT_BATCH = 4096
 
 
 def _check_activation(value):
@@ -187,11 +192,23 @@ class _StableEstimator(BaseEstimator):
         )
         self._check_image_shape(X.shape[1])
         y_fit, n_outputs = self._prepare_targets(y)
-        sw = None if sample_weight is None else _check_sample_weight(sample_weight, X, dtype=np.float32)
+        sw = (
+            None
+            if sample_weight is None
+            else _check_sample_weight(sample_weight, X, dtype=np.float32)
+        )
 
         seed = self._seed()
         self.model_ = self._build_model(X.shape[1], n_outputs)
-        self.model_.compile(optimizer=self._optimizer(len(X)), loss=self._keras_loss())
+        # Tracing the train step costs about as much as a few hundred eager steps
+        # on small inputs: a fit of few steps (tiny data, grid-search folds, the
+        # scikit-learn checks) runs eagerly; anything longer is compiled once.
+        n_steps = math.ceil(len(X) / self.batch_size) * self.epochs
+        self.model_.compile(
+            optimizer=self._optimizer(len(X)),
+            loss=self._keras_loss(),
+            run_eagerly=n_steps <= _EAGER_STEPS,
+        )
 
         callbacks, validation_data, fit_X, fit_y, fit_sw = [], None, X, y_fit, sw
         if self.early_stopping:
@@ -202,7 +219,9 @@ class _StableEstimator(BaseEstimator):
                     idx, test_size=self.validation_fraction, random_state=seed, stratify=stratify
                 )
             except ValueError:
-                tr, va = train_test_split(idx, test_size=self.validation_fraction, random_state=seed)
+                tr, va = train_test_split(
+                    idx, test_size=self.validation_fraction, random_state=seed
+                )
             fit_X, fit_y = X[tr], y_fit[tr]
             fit_sw = None if sw is None else sw[tr]
             validation_data = (X[va], y_fit[va]) if sw is None else (X[va], y_fit[va], sw[va])
@@ -231,8 +250,11 @@ class _StableEstimator(BaseEstimator):
     def _forward(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float32, ensure_all_finite=True)
-        batch = max(int(self.batch_size), 1024)
-        return np.asarray(self.model_.predict(X, batch_size=batch, verbose=0), dtype=np.float64)
+        out = [
+            keras.ops.convert_to_numpy(self.model_(X[i : i + _PREDICT_BATCH], training=False))
+            for i in range(0, len(X), _PREDICT_BATCH)
+        ]
+        return np.concatenate(out).astype(np.float64)
 
     # ---- pickling -------------------------------------------------------------
     def __getstate__(self):
@@ -368,7 +390,7 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
 
     _parameter_constraints = {
         **_StableEstimator._parameter_constraints,
-        "loss": [StrOptions({"crossentropy", "hinge"})],
+        "loss": [StrOptions(set(CLASSIFICATION_LOSSES))],
         "margin": [Interval(Real, 0, None, closed="neither")],
     }
 
@@ -431,9 +453,7 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         return encoded.astype(np.int32), len(classes)
 
     def _keras_loss(self):
-        if self.loss == "hinge":
-            return MulticlassHinge(margin=float(self.margin))
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return get_classification_loss(self.loss, self.margin)
 
     def logits(self, X):
         """The network's logits, shape (n_samples, n_classes)."""
@@ -453,7 +473,8 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
 
     def predict(self, X):
         """The label of the largest logit, from ``classes_``."""
-        return self.classes_[np.argmax(self._forward(X), axis=1)]
+        z = self._forward(X)
+        return self.classes_[np.argmax(z, axis=1)]
 
 
 class StableRegressor(RegressorMixin, _StableEstimator):
@@ -557,7 +578,9 @@ class StableRegressor(RegressorMixin, _StableEstimator):
     def _output_layer(self, model):
         # The network predicts standardised targets; a fixed Rescaling layer maps
         # them back, so `model_` (and its export) predicts y itself.
-        model.add(keras.layers.Rescaling(self._y_scale, offset=self._y_offset, name="unstandardize"))
+        model.add(
+            keras.layers.Rescaling(self._y_scale, offset=self._y_offset, name="unstandardize")
+        )
         return model
 
     def predict(self, X):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["MulticlassHinge"]
+__all__ = ["MulticlassHinge", "CLASSIFICATION_LOSSES", "get_classification_loss"]
 
 
 @keras.saving.register_keras_serializable(package="stablekeras")
@@ -31,11 +31,19 @@ class MulticlassHinge(keras.losses.Loss):
     0.0
     """
 
-    def __init__(self, margin: float = 1.0, reduction="sum_over_batch_size", name="multiclass_hinge", **kwargs):
+    def __init__(
+        self,
+        margin: float = 1.0,
+        reduction="sum_over_batch_size",
+        name="multiclass_hinge",
+        **kwargs,
+    ):
         super().__init__(reduction=reduction, name=name, **kwargs)
         margin = float(margin)
         if not margin > 0:
-            raise ValueError(f"Received an invalid value for `margin`, expected a positive number. Received: margin={margin}")
+            raise ValueError(
+                f"Received an invalid value for `margin`, expected a positive number. Received: margin={margin}"
+            )
         self.margin = margin
 
     def call(self, y_true, y_pred):
@@ -49,3 +57,31 @@ class MulticlassHinge(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin}
+
+
+def _crossentropy(margin):
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+#: The names ``StableClassifier(loss=...)`` accepts, each a factory of a Keras
+#: loss on (integer labels, logits) given the estimator's ``margin``.
+CLASSIFICATION_LOSSES = {
+    "crossentropy": _crossentropy,
+    "hinge": lambda margin: MulticlassHinge(margin=margin),
+}
+
+
+def get_classification_loss(name: str, margin: float = 1.0) -> keras.losses.Loss:
+    """The Keras loss for ``StableClassifier(loss=name, margin=margin)``.
+
+    Examples
+    --------
+    >>> type(get_classification_loss("hinge", 0.5)).__name__
+    'MulticlassHinge'
+    """
+    if name not in CLASSIFICATION_LOSSES:
+        raise ValueError(
+            f"Received an invalid value for `loss`, expected one of "
+            f"{sorted(CLASSIFICATION_LOSSES)}. Received: loss={name!r}"
+        )
+    return CLASSIFICATION_LOSSES[name](float(margin))
