@@ -60,7 +60,10 @@ class _ActivationOption(Options):
             return False
 
     def __str__(self):
-        return "a monotone, slope-restricted activation (relu, leaky_relu, elu, tanh, sigmoid, softplus)"
+        return (
+            "a monotone, slope-restricted activation "
+            "(relu, leaky_relu, elu, tanh, sigmoid, softplus)"
+        )
 
 
 class _ImageShapeOption(Options):

@@ -42,7 +42,8 @@ class MulticlassHinge(keras.losses.Loss):
         margin = float(margin)
         if not margin > 0:
             raise ValueError(
-                f"Received an invalid value for `margin`, expected a positive number. Received: margin={margin}"
+                "Received an invalid value for `margin`, expected a positive number. "
+                f"Received: margin={margin}"
             )
         self.margin = margin
 
