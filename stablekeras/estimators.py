@@ -10,6 +10,7 @@ bytes. They work in pipelines, ``clone``, ``GridSearchCV(n_jobs=2)`` and
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -17,10 +18,11 @@ from numbers import Integral, Real
 
 import keras
 import numpy as np
+import tensorflow as tf
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
@@ -81,6 +83,12 @@ class _ImageShapeOption(Options):
         return "a tuple (height, width, channels) of positive integers"
 
 
+def _check_finite_batch(x, index, what="x"):
+    x = np.asarray(x)
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise ValueError(f"Input {what} contains NaN or infinity (batch {index} of the dataset)")
+
+
 class _StableEstimator(BaseEstimator):
     """Shared fit/predict machinery. Not public."""
 
@@ -105,6 +113,7 @@ class _StableEstimator(BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": [Interval(Integral, 0, 2, closed="both"), "boolean"],
+        "distribute": [None, StrOptions({"mirrored"}), HasMethods(["scope"])],
     }
 
     # ---- hooks for subclasses -------------------------------------------------
@@ -153,8 +162,8 @@ class _StableEstimator(BaseEstimator):
     def _output_layer(self, model):
         return model
 
-    def _optimizer(self, n_samples):
-        steps = max(1, math.ceil(n_samples / self.batch_size)) * self.epochs
+    def _optimizer(self, n_batches):
+        steps = max(1, n_batches) * self.epochs
         schedule = keras.optimizers.schedules.CosineDecay(
             float(self.learning_rate), decay_steps=steps, alpha=0.01
         )
@@ -162,7 +171,7 @@ class _StableEstimator(BaseEstimator):
             return keras.optimizers.AdamW(schedule, weight_decay=float(self.weight_decay))
         return keras.optimizers.Adam(schedule)
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, classes=None):
         """Fit the network.
 
         Everything is validated before any training: hyperparameters, NaN or
@@ -170,13 +179,29 @@ class _StableEstimator(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like of shape (n_samples, n_features), or a ``tf.data.Dataset``
+            A dataset yields batches ``(x, y)`` or ``(x, y, sample_weight)``
+            with ``x`` of shape ``(batch, n_features)``; ``y`` and
+            ``sample_weight`` must then be None. See Notes.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
         sample_weight : array-like of shape (n_samples,), optional
+        classes : array-like, optional
+            Classifier with a dataset only: the labels, which saves the
+            streaming pass that finds them.
 
         Returns
         -------
         self
+
+        Notes
+        -----
+        Fitting from a ``tf.data.Dataset`` (for data that do not fit in memory,
+        e.g. ``load_dataset(..., as_dataset=True)``) is outside strict
+        scikit-learn conventions: ``n_features_in_`` comes from the dataset's
+        element spec, and the classes (or the target mean and scale of a
+        regressor) and the finiteness of the inputs are found in one streaming
+        pass before training, skipped for a classifier given ``classes`` and a
+        dataset of known cardinality. Early stopping needs arrays.
         """
         self._validate_params()
         if self.constraint == "contractive" and self.integrator != "euler":
@@ -184,6 +209,10 @@ class _StableEstimator(BaseEstimator):
                 "constraint='contractive' is analysed for explicit Euler steps only. "
                 f"Received: integrator={self.integrator!r}"
             )
+        if isinstance(X, tf.data.Dataset):
+            return self._fit_dataset(X, y, sample_weight, classes)
+        if classes is not None:
+            raise ValueError("`classes` is only used when X is a tf.data.Dataset")
         X, y = validate_data(
             self,
             X,
@@ -200,19 +229,7 @@ class _StableEstimator(BaseEstimator):
             if sample_weight is None
             else _check_sample_weight(sample_weight, X, dtype=np.float32)
         )
-
         seed = self._seed()
-        self.model_ = self._build_model(X.shape[1], n_outputs)
-        # Tracing the train step costs about as much as a few hundred eager steps
-        # on small inputs: a fit of few steps (tiny data, grid-search folds, the
-        # scikit-learn checks) runs eagerly; anything longer is compiled once.
-        n_steps = math.ceil(len(X) / self.batch_size) * self.epochs
-        self.model_.compile(
-            optimizer=self._optimizer(len(X)),
-            loss=self._keras_loss(),
-            run_eagerly=n_steps <= _EAGER_STEPS,
-        )
-
         callbacks, validation_data, fit_X, fit_y, fit_sw = [], None, X, y_fit, sw
         if self.early_stopping:
             idx = np.arange(len(X))
@@ -233,21 +250,92 @@ class _StableEstimator(BaseEstimator):
                     patience=self.n_iter_no_change, restore_best_weights=True
                 )
             )
-        history = self.model_.fit(
-            fit_X,
-            fit_y,
-            sample_weight=fit_sw,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            validation_data=validation_data,
-            callbacks=callbacks,
-            shuffle=True,
-            verbose=int(self.verbose),
+        n_batches = math.ceil(len(fit_X) / self.batch_size)
+        with self._scope():
+            self._compile(X.shape[1], n_outputs, n_batches)
+            history = self.model_.fit(
+                fit_X,
+                fit_y,
+                sample_weight=fit_sw,
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                validation_data=validation_data,
+                callbacks=callbacks,
+                shuffle=True,
+                verbose=int(self.verbose),
+            )
+        return self._finish(history)
+
+    def _scope(self):
+        """The distribution strategy's scope (a null context without one)."""
+        strategy = self._strategy()
+        return contextlib.nullcontext() if strategy is None else strategy.scope()
+
+    def _strategy(self):
+        if self.distribute is None:
+            return None
+        if isinstance(self.distribute, str):
+            return tf.distribute.MirroredStrategy()
+        return self.distribute
+
+    def _compile(self, n_features, n_outputs, n_batches):
+        self.model_ = self._build_model(n_features, n_outputs)
+        # Tracing the train step costs about as much as a few hundred eager steps
+        # on small inputs: a fit of few steps (tiny data, grid-search folds, the
+        # scikit-learn checks) runs eagerly; anything longer is compiled once.
+        n_steps = n_batches * self.epochs
+        self.model_.compile(
+            optimizer=self._optimizer(n_batches),
+            loss=self._keras_loss(),
+            run_eagerly=n_steps <= _EAGER_STEPS and self.distribute is None,
         )
+
+    def _finish(self, history):
         self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
         self.n_iter_ = len(next(iter(self.history_.values()), []))
         self.lipschitz_bound_ = lipschitz_bound(self.model_)
         return self
+
+    def _fit_dataset(self, dataset, y, sample_weight, classes):
+        if y is not None or sample_weight is not None:
+            raise ValueError(
+                "When X is a tf.data.Dataset it must yield (x, y) or (x, y, sample_weight) "
+                "batches; y and sample_weight must be None"
+            )
+        if self.early_stopping:
+            raise ValueError("early_stopping=True needs arrays, not a tf.data.Dataset")
+        spec = dataset.element_spec
+        if not isinstance(spec, tuple) or len(spec) not in (2, 3):
+            raise ValueError(
+                "Expected a tf.data.Dataset of (x, y) or (x, y, sample_weight) batches. "
+                f"Received element_spec={spec}"
+            )
+        x_shape = spec[0].shape
+        if x_shape.rank != 2 or x_shape[-1] is None:
+            raise ValueError(
+                "Expected batches x of shape (batch, n_features) with a known n_features. "
+                f"Received x of shape {x_shape}"
+            )
+        if not spec[0].dtype.is_floating and not spec[0].dtype.is_integer:
+            raise ValueError(f"Expected numeric x batches. Received dtype {spec[0].dtype.name}")
+        n_features = int(x_shape[-1])
+        self._check_image_shape(n_features)
+        n_outputs, n_batches, encode = self._scan_dataset(dataset, classes)
+        self.n_features_in_ = n_features
+        self._seed()
+
+        def prepare(x, y, *w):
+            return (tf.cast(x, tf.float32), encode(y), *w)
+
+        data = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+        with self._scope():
+            self._compile(n_features, n_outputs, n_batches)
+            history = self.model_.fit(data, epochs=self.epochs, verbose=int(self.verbose))
+        return self._finish(history)
+
+    def _scan_dataset(self, dataset, classes):
+        """One streaming pass: finiteness, batch count and targets (see subclasses)."""
+        raise NotImplementedError
 
     # ---- inference ------------------------------------------------------------
     def _forward(self, X):
@@ -262,6 +350,9 @@ class _StableEstimator(BaseEstimator):
     # ---- pickling -------------------------------------------------------------
     def __getstate__(self):
         state = self.__dict__.copy()
+        if not (state.get("distribute") is None or isinstance(state["distribute"], str)):
+            mirrored = isinstance(state["distribute"], tf.distribute.MirroredStrategy)
+            state["distribute"] = "mirrored" if mirrored else None
         model = state.pop("model_", None)
         if model is not None:
             with tempfile.TemporaryDirectory() as tmp:
@@ -329,7 +420,14 @@ _DOC_PARAMS = """
         Seeds Keras, TensorFlow, NumPy and Python (``keras.utils.set_random_seed``)
         so that two fits on the same data give the same predictions.
     verbose : int, default=0
-        1 shows Keras' progress bar for each epoch; 0 is silent."""
+        1 shows Keras' progress bar for each epoch; 0 is silent.
+    distribute : None, "mirrored" or tf.distribute.Strategy, default=None
+        Data-parallel training: the model is built and compiled inside the
+        strategy's scope (``"mirrored"``: ``tf.distribute.MirroredStrategy()``
+        over all local devices). Constraints run on the aggregated update, so
+        the guarantee is the same on every replica. A strategy object does not
+        pickle: a pickled estimator keeps ``"mirrored"`` for a
+        ``MirroredStrategy`` and None otherwise."""
 
 
 class StableClassifier(ClassifierMixin, _StableEstimator):
@@ -421,6 +519,7 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         n_iter_no_change=5,
         random_state=None,
         verbose=0,
+        distribute=None,
     ):
         self.constraint = constraint
         self.step_size = step_size
@@ -444,6 +543,7 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
         self.verbose = verbose
+        self.distribute = distribute
 
     def _prepare_targets(self, y):
         check_classification_targets(y)
@@ -457,6 +557,42 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
 
     def _keras_loss(self):
         return get_classification_loss(self.loss, self.margin)
+
+    def _scan_dataset(self, dataset, classes):
+        found, n_batches = set(), 0
+        cardinality = int(dataset.cardinality())
+        if classes is None or cardinality < 0:
+            for n_batches, batch in enumerate(dataset, start=1):  # noqa: B007
+                _check_finite_batch(batch[0], n_batches)
+                labels = np.unique(batch[1].numpy())
+                if labels.dtype.kind in "SO":  # tf.string arrives as bytes
+                    labels = np.char.decode(labels.astype(bytes), "utf-8")
+                found.update(labels.tolist())
+        else:
+            n_batches = cardinality
+        if classes is None:
+            if not found:
+                raise ValueError("The dataset is empty")
+            classes = found
+        else:
+            missing = found - set(np.asarray(classes).tolist())
+            if missing:
+                raise ValueError(f"The dataset has labels {sorted(missing)} not in `classes`")
+        y_classes = np.unique(np.asarray(sorted(classes)))
+        self._prepare_targets(y_classes)
+        keys = tf.constant(self.classes_)
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(keys, tf.range(len(keys), dtype=tf.int32)), -1
+        )
+        label_dtype = dataset.element_spec[1].dtype
+
+        def encode(y):
+            return table.lookup(tf.cast(tf.reshape(y, (-1,)), keys.dtype))
+
+        if label_dtype.is_floating or label_dtype.is_integer:
+            if keys.dtype == tf.string:
+                raise ValueError("`classes` are strings but the dataset's labels are numeric")
+        return len(self.classes_), max(n_batches, 1), encode
 
     def logits(self, X):
         """The network's logits, shape (n_samples, n_classes)."""
@@ -543,6 +679,7 @@ class StableRegressor(RegressorMixin, _StableEstimator):
         n_iter_no_change=5,
         random_state=None,
         verbose=0,
+        distribute=None,
     ):
         self.constraint = constraint
         self.step_size = step_size
@@ -564,6 +701,7 @@ class StableRegressor(RegressorMixin, _StableEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
         self.verbose = verbose
+        self.distribute = distribute
 
     def _prepare_targets(self, y):
         y = np.asarray(y, dtype=np.float32)
@@ -577,6 +715,31 @@ class StableRegressor(RegressorMixin, _StableEstimator):
 
     def _keras_loss(self):
         return keras.losses.MeanSquaredError()
+
+    def _scan_dataset(self, dataset, classes):
+        if classes is not None:
+            raise ValueError("`classes` is for classifiers; StableRegressor does not take it")
+        total, total_sq, count, n_batches, ndim = 0.0, 0.0, 0, 0, 1
+        for n_batches, batch in enumerate(dataset, start=1):  # noqa: B007
+            _check_finite_batch(batch[0], n_batches)
+            yb = np.asarray(batch[1].numpy(), dtype=np.float64)
+            ndim = yb.ndim
+            yb = yb.reshape(len(yb), -1)
+            _check_finite_batch(yb, n_batches, "y")
+            total, total_sq, count = total + yb.sum(0), total_sq + (yb**2).sum(0), count + len(yb)
+        if count == 0:
+            raise ValueError("The dataset is empty")
+        mean = total / count
+        std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+        self._y_ndim = ndim
+        self.n_outputs_ = len(mean)
+        self._y_offset = mean.astype(np.float32)
+        self._y_scale = np.where(std > 0, std, 1.0).astype(np.float32)
+
+        def encode(y):
+            return tf.reshape(tf.cast(y, tf.float32), (-1, self.n_outputs_))
+
+        return self.n_outputs_, n_batches, encode
 
     def _output_layer(self, model):
         # The network predicts standardised targets; a fixed Rescaling layer maps

@@ -96,7 +96,12 @@ class _GradientStep(keras.layers.Layer):
     # --- the condition -----------------------------------------------------
     def _max_norm(self) -> float:
         """Largest ``||A||`` for which one step of size ``step_size`` keeps the guarantee."""
-        h, L, r, mu = self.step_size, self.activation.slope, self.integrator.radius, self.strong_convexity
+        h, L, r, mu = (
+            self.step_size,
+            self.activation.slope,
+            self.integrator.radius,
+            self.strong_convexity,
+        )
         return math.sqrt((2.0 * r - 2.0 * h * mu) / (h * L))
 
     def build(self, input_shape):
@@ -108,7 +113,13 @@ class _GradientStep(keras.layers.Layer):
             else None
         )
         self.substeps = self.add_weight(
-            name="substeps", shape=(), dtype="int32", initializer="ones", trainable=False
+            name="substeps",
+            shape=(),
+            dtype="int32",
+            initializer="ones",
+            trainable=False,
+            # every replica computes the same S from the same (mirrored) weights
+            aggregation="only_first_replica",
         )
         if self.kernel_constraint_ is not None:
             # Keras applies constraints only after optimizer steps: start inside the set.
@@ -116,7 +127,12 @@ class _GradientStep(keras.layers.Layer):
 
     def _schedule(self, sigma):
         """Number of sub-steps ``S`` and step size ``h`` for an operator norm bound ``sigma``."""
-        T, L, r, mu = self.step_size, self.activation.slope, self.integrator.radius, self.strong_convexity
+        T, L, r, mu = (
+            self.step_size,
+            self.activation.slope,
+            self.integrator.radius,
+            self.strong_convexity,
+        )
         nu = L * tf.square(tf.cast(sigma, tf.float32)) + 2.0 * mu
         s = tf.math.ceil(T * nu / (2.0 * r))
         s = tf.clip_by_value(s, 1.0, float(self.max_substeps))
