@@ -28,7 +28,14 @@ input ``inputs``          ``float32``     ``[None, n_features]``  rows of ``X``
 ``classes`` is ``string`` when the labels are strings, ``int64`` when they are
 integers (or booleans) and ``float64`` when they are floats, so a client always
 reads the label itself, whatever ``classes_`` is. :func:`serving_request` builds
-the body of TF Serving's REST ``predict`` call for rows of ``X``.
+the body of TF Serving's REST ``predict`` call for rows of ``X``::
+
+    docker run -p 8501:8501 -v "$PWD/base_dir:/models/digits" -e MODEL_NAME=digits \
+        tensorflow/serving
+    curl -d '{"signature_name": "serving_default", "instances": [[0.0, 0.3125, ...]]}' \
+        http://localhost:8501/v1/models/digits:predict
+    # {"predictions": [{"probabilities": [...], "logits": [...], "class_ids": 3,
+    #                   "classes": "three"}]}
 """
 
 from __future__ import annotations
