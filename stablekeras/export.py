@@ -239,7 +239,7 @@ def export_saved_model(
 
     Examples
     --------
-    >>> import uuid
+    >>> import os, tempfile
     >>> from sklearn.datasets import load_digits
     >>> from stablekeras import StableClassifier
     >>> X, y = load_digits(return_X_y=True)
