@@ -201,7 +201,9 @@ class _StableEstimator(BaseEstimator):
         element spec, and the classes (or the target mean and scale of a
         regressor) and the finiteness of the inputs are found in one streaming
         pass before training, skipped for a classifier given ``classes`` and a
-        dataset of known cardinality. Early stopping needs arrays.
+        dataset of known cardinality (a label not in ``classes`` then stops
+        training with ``tf.errors.InvalidArgumentError``). Early stopping needs
+        arrays.
         """
         self._validate_params()
         if self.constraint == "contractive" and self.integrator != "euler":
@@ -330,7 +332,9 @@ class _StableEstimator(BaseEstimator):
         data = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
         with self._scope():
             self._compile(n_features, n_outputs, n_batches)
-            history = self.model_.fit(data, epochs=self.epochs, verbose=int(self.verbose))
+            history = self.model_.fit(
+                data, epochs=self.epochs, shuffle=False, verbose=int(self.verbose)
+            )
         return self._finish(history)
 
     def _scan_dataset(self, dataset, classes):
@@ -404,7 +408,7 @@ _DOC_PARAMS = """
         network whose Lipschitz bound is at most 1.
     strong_convexity : float, default=0.1
         ``mu`` of the contractive blocks.
-    epochs : int, default=20
+    epochs : int, default=30
     batch_size : int, default=128
     learning_rate : float, default=0.01
         Peak learning rate of Adam(W), decayed by a cosine schedule to 1% of it.
@@ -510,7 +514,7 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         strong_convexity=0.1,
         loss="crossentropy",
         margin=1.0,
-        epochs=20,
+        epochs=30,
         batch_size=128,
         learning_rate=0.01,
         weight_decay=1e-5,
@@ -587,11 +591,16 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         label_dtype = dataset.element_spec[1].dtype
 
         def encode(y):
-            return table.lookup(tf.cast(tf.reshape(y, (-1,)), keys.dtype))
+            ids = table.lookup(tf.cast(tf.reshape(y, (-1,)), keys.dtype))
+            # without the scan (`classes` given) an unknown label is found only here
+            tf.debugging.assert_non_negative(ids, message="The dataset has labels not in `classes`")
+            return ids
 
         if label_dtype.is_floating or label_dtype.is_integer:
             if keys.dtype == tf.string:
                 raise ValueError("`classes` are strings but the dataset's labels are numeric")
+        elif label_dtype == tf.string and keys.dtype != tf.string:
+            raise ValueError("`classes` are numeric but the dataset's labels are strings")
         return len(self.classes_), max(n_batches, 1), encode
 
     def logits(self, X):
@@ -670,7 +679,7 @@ class StableRegressor(RegressorMixin, _StableEstimator):
         kernel_size=3,
         max_norm=None,
         strong_convexity=0.1,
-        epochs=20,
+        epochs=30,
         batch_size=128,
         learning_rate=0.01,
         weight_decay=1e-5,
