@@ -47,9 +47,7 @@ class DenseOperator:
     def _build_operator(self, input_shape, constraint_max=None):
         d = int(input_shape[-1])
         self._in_dim = d
-        self.kernel_constraint_ = (
-            None if constraint_max is None else SpectralNorm(constraint_max)
-        )
+        self.kernel_constraint_ = None if constraint_max is None else SpectralNorm(constraint_max)
         self.kernel = self.add_weight(
             name="kernel",
             shape=(d, self.units),
@@ -109,12 +107,28 @@ class ConvOperator:
             initializer=self.kernel_initializer,
             constraint=self.kernel_constraint_,
         )
-        return (*spectral.conv2d_output_shape((h, w), self.kernel_size, self.strides, self.padding), self.filters)
+        return (
+            *spectral.conv2d_output_shape((h, w), self.kernel_size, self.strides, self.padding),
+            self.filters,
+        )
 
     def _apply(self, x):
         return spectral.conv2d(x, self.kernel, self.strides, self.padding)
 
+    #: How ``A^T`` is computed: ``"transpose"`` (``tf.nn.conv2d_transpose``) or, for
+    #: stride 1, "same" padding and odd kernels, ``"flipped"``: a convolution with
+    #: the spatially flipped kernel with its channels swapped (the same operator).
+    adjoint_method = "flipped"
+
     def _adjoint(self, z):
+        if (
+            self.adjoint_method == "flipped"
+            and self.strides == (1, 1)
+            and self.padding == "same"
+            and all(k % 2 for k in self.kernel_size)
+        ):
+            flipped = tf.transpose(tf.reverse(self.kernel, axis=[0, 1]), (0, 1, 3, 2))
+            return spectral.conv2d(z, flipped)
         return spectral.conv2d_adjoint(z, self.kernel, self._in_shape, self.strides, self.padding)
 
     def _graph_norm(self):
