@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from stablekeras import spectral
 from stablekeras import activations as _activations
+from stablekeras import spectral
 from stablekeras.layers import (
     ContractiveConv2D,
     ContractiveDense,
@@ -45,8 +45,18 @@ __all__ = [
 CONSTRAINTS = ("nonexpansive", "contractive", "none")
 
 
-def _block(constraint, image, width, kernel_size, step_size, activation, integrator, mode,
-           strong_convexity, name):
+def _block(
+    constraint,
+    image,
+    width,
+    kernel_size,
+    step_size,
+    activation,
+    integrator,
+    mode,
+    strong_convexity,
+    name,
+):
     common = dict(step_size=step_size, activation=activation, name=name)
     if constraint == "none":
         if image:
@@ -112,7 +122,10 @@ def build_network(
             f"Received: constraint={constraint!r}"
         )
     if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 0:
-        raise ValueError(f"Received an invalid value for `depth`, expected an integer >= 0. Received: depth={depth!r}")
+        raise ValueError(
+            "Received an invalid value for `depth`, expected an integer >= 0. "
+            f"Received: depth={depth!r}"
+        )
     input_shape = tuple(int(v) for v in input_shape)
     layers: list[keras.layers.Layer] = [keras.Input(shape=input_shape)]
     image = image_shape is not None
@@ -134,8 +147,18 @@ def build_network(
         layers.append(SpectralDense(width, max_norm=max_norm, name="lift"))
     for i in range(int(depth)):
         layers.append(
-            _block(constraint, image, width, kernel_size, step_size, activation, integrator,
-                   mode, strong_convexity, name=f"block_{i}")
+            _block(
+                constraint,
+                image,
+                width,
+                kernel_size,
+                step_size,
+                activation,
+                integrator,
+                mode,
+                strong_convexity,
+                name=f"block_{i}",
+            )
         )
     if image:
         if min(spatial) >= 4:
@@ -171,15 +194,29 @@ def _pool_bound(layer) -> float:
     if isinstance(layer, keras.layers.MaxPooling2D):
         # each input lies in at most `overlap` windows: ||max pool x||^2 <= overlap ||x||^2
         return math.sqrt(overlap)
-    # average pooling: each output is a mean of prod(pool) inputs
-    return math.sqrt(overlap / math.prod(pool))
+    # average pooling: each output is the mean of the c >= c_min inputs of its window,
+    # so its square is at most (1 / c_min) times their sum of squares. With "same"
+    # padding the border windows hold fewer inputs: Keras averages over those only.
+    count = math.prod(pool)
+    if layer.padding == "same":
+        count = 1
+        for n, p, s in zip(layer.input.shape[1:3], pool, strides):
+            n_out = -(-n // s)
+            count *= min(p, n - (n_out - 1) * s)  # the last window loses the whole padding
+    return math.sqrt(overlap / count)
 
 
 def _layer_bound(layer) -> float:
     if hasattr(layer, "lipschitz_bound"):
         return float(layer.lipschitz_bound())
-    if isinstance(layer, keras.layers.InputLayer | keras.layers.Flatten | keras.layers.Reshape
-                  | keras.layers.Dropout | keras.layers.Identity):
+    if isinstance(
+        layer,
+        keras.layers.InputLayer
+        | keras.layers.Flatten
+        | keras.layers.Reshape
+        | keras.layers.Dropout
+        | keras.layers.Identity,
+    ):
         return 1.0
     if isinstance(layer, keras.layers.MaxPooling2D | keras.layers.AveragePooling2D):
         return _pool_bound(layer)
@@ -197,9 +234,13 @@ def _layer_bound(layer) -> float:
         if isinstance(layer, keras.layers.Dense):
             return spectral.dense_norm(kernel) * slope
         if layer.dilation_rate not in ((1, 1), 1) or layer.groups != 1:
-            raise ValueError(f"lipschitz_bound cannot bound the dilated or grouped convolution {layer.name!r}")
-        return spectral.conv2d_norm_bound(
-            kernel, layer.input.shape[1:3], layer.strides, layer.padding) * slope
+            raise ValueError(
+                f"lipschitz_bound cannot bound the dilated or grouped convolution {layer.name!r}"
+            )
+        return (
+            spectral.conv2d_norm_bound(kernel, layer.input.shape[1:3], layer.strides, layer.padding)
+            * slope
+        )
     raise ValueError(
         f"lipschitz_bound cannot bound layer {layer.name!r} of type {type(layer).__name__}: "
         "expected stablekeras layers, Dense/Conv2D with a monotone activation, pooling, "

@@ -6,12 +6,13 @@ Three kinds of numbers live here, and they must not be confused:
   cheap, accurate once converged, but never a certificate.
 * :func:`dense_norm` and :func:`conv2d_norm_bound` are **sound upper bounds**
   computed in float64 on the host: the exact SVD for a dense kernel; for a
-  convolution, the norm of the circular convolution on a grid of
+  convolution, the norm of the circular convolution on a grid of at most
   ``n + k - 1`` (rounded up to a multiple of the stride) that embeds the
   zero-padded one (Sedghi, Gupta and Long, ICLR 2019). Stride ``s`` is handled
   exactly by the polyphase decomposition: a stride-``s`` circular convolution on
   an ``N x N`` grid is a stride-1 convolution on an ``N/s x N/s`` grid with
-  ``s^2`` times the input channels.
+  ``s^2`` times the input channels. A small operator gets the exact SVD of its
+  explicit matrix instead.
 * :func:`dense_gram_bound` and :func:`conv2d_gram_bound` are sound upper bounds
   computed in-graph (TensorFlow ops, XLA friendly, about a millisecond) by Gram
   iteration (Delattre, Barthelemy, Araujo and Allauzen, ICML 2023): for any
@@ -104,9 +105,7 @@ def conv2d_adjoint(z, kernel, input_shape, strides=1, padding: str = "same"):
     )
 
 
-def power_iteration(
-    apply: Callable, adjoint: Callable, u, iterations: int = 1, eps: float = 1e-12
-):
+def power_iteration(apply: Callable, adjoint: Callable, u, iterations: int = 1, eps: float = 1e-12):
     """Warm-started power iteration on ``A^T A``.
 
     Parameters
@@ -162,11 +161,75 @@ def dense_norm(kernel) -> float:
     return float(np.linalg.svd(k, compute_uv=False)[0]) if k.size else 0.0
 
 
-def _circular_grid(input_hw, kernel_hw, strides) -> tuple[int, int]:
+#: Convolutions whose explicit matrix has at most this many rows or columns are
+#: bounded through that matrix instead (exactly on the host, by Gram iteration
+#: in-graph). The circular embedding is loose when the output grid is small
+#: compared with the kernel ("valid" padding, large strides); the matrix is not.
+EXPLICIT_MAX_DIM = 256
+
+
+def _axis_grid(n: int, k: int, s: int, padding: str) -> int:
+    """Smallest circular grid (polyphase units) that embeds one axis of :func:`conv2d`.
+
+    In polyphase form output ``i`` reads phase ``r`` at ``m = i + q`` for the taps
+    ``q < ceil(k / s)``: ``R = n_out + ceil(k / s) - 1`` read positions, of which
+    phase ``r`` holds real inputs on ``[lo_r, hi_r]`` and zero padding elsewhere.
+    On a grid of ``M`` the circular convolution agrees with the zero-padded one if no
+    real position aliases another read position: ``R - M <= lo_r`` and ``hi_r < M``.
+    The operator is then a restriction of the circular one, so its norm is smaller.
+    """
+    if padding == "SAME":
+        n_out = -(-n // s)
+        pad = max((n_out - 1) * s + k - n, 0) // 2
+    else:
+        n_out, pad = (n - k) // s + 1, 0
+    q = -(-k // s)
+    reads = n_out + q - 1
+    grid = max(n_out, q, 1)
+    for r in range(s):
+        lo = max(-(-(pad - r) // s), 0)
+        hi = min((n - 1 + pad - r) // s, reads - 1)
+        if lo <= hi:
+            grid = max(grid, hi + 1, reads - lo)
+    return grid
+
+
+def _circular_grid(input_hw, kernel_hw, strides, padding) -> tuple[int, int]:
     """Grid (in polyphase units) on which the circular convolution embeds the linear one."""
+    padding = _padding(padding)
     return tuple(
-        -(-(n + k - 1) // s) for n, k, s in zip(input_hw, kernel_hw, strides)
+        _axis_grid(int(n), int(k), s, padding) for n, k, s in zip(input_hw, kernel_hw, strides)
     )
+
+
+def _explicit_dims(kernel_shape, input_hw, strides, padding) -> tuple[int, int]:
+    """Input and output dimensions of :func:`conv2d` as a matrix."""
+    kh, kw, cin, cout = (int(v) for v in kernel_shape)
+    oh, ow = conv2d_output_shape(input_hw, (kh, kw), strides, padding)
+    return int(input_hw[0]) * int(input_hw[1]) * cin, max(oh, 0) * max(ow, 0) * cout
+
+
+def _explicit_matrix(kernel, input_hw, strides, padding):
+    """The matrix of :func:`conv2d` on ``input_hw``, with its shorter side first.
+
+    Made by applying the operator (or its adjoint, whichever has the smaller
+    domain) to the identity basis.
+    """
+    kh, kw, cin, cout = (int(v) for v in kernel.shape)
+    h, w = (int(v) for v in input_hw)
+    oh, ow = conv2d_output_shape((h, w), (kh, kw), strides, padding)
+    d_in, d_out = _explicit_dims(kernel.shape, (h, w), strides, padding)
+    if d_out <= d_in:
+        basis = tf.reshape(tf.eye(d_out, dtype=kernel.dtype), (d_out, oh, ow, cout))
+        rows = conv2d_adjoint(basis, kernel, (h, w, cin), strides, padding)
+        return tf.reshape(rows, (d_out, d_in))
+    basis = tf.reshape(tf.eye(d_in, dtype=kernel.dtype), (d_in, h, w, cin))
+    return tf.reshape(conv2d(basis, kernel, strides, padding), (d_in, d_out))
+
+
+def _explicit_is_small(kernel_shape, input_hw, strides, padding) -> bool:
+    d_in, d_out = _explicit_dims(kernel_shape, input_hw, strides, padding)
+    return 0 < min(d_in, d_out) <= EXPLICIT_MAX_DIM
 
 
 def _polyphase(kernel, strides, xp):
@@ -187,20 +250,34 @@ def conv2d_norm_bound(kernel, input_hw: Sequence[int], strides=1, padding: str =
     """A sound upper bound of the norm of :func:`conv2d` on inputs of shape ``input_hw``.
 
     The zero-padded convolution is a restriction (input embedding, output
-    cropping and subsampling) of the circular one on a grid of ``n + k - 1``
-    rounded up to the stride, whose norm is computed exactly (float64) as the
-    largest singular value of its frequency response. Valid for both paddings.
+    cropping and subsampling) of the circular one on the grid of
+    :func:`_axis_grid` (at most ``n + k - 1``, rounded up to the stride), whose norm
+    is computed exactly (float64) as the largest singular value of its frequency
+    response. Valid for both paddings. A small operator (at most
+    ``EXPLICIT_MAX_DIM`` rows or columns) gets the exact norm of its explicit
+    matrix (float64 SVD) instead.
     """
     k = np.asarray(kernel, dtype=np.float64)
     if k.ndim != 4:
         raise ValueError(f"Expected a 4-D convolution kernel. Received a kernel of shape {k.shape}")
     strides = _pair(strides, "strides")
     _padding(padding)
+    if min(_explicit_dims(k.shape, input_hw, strides, padding)) == 0:
+        return 0.0
+    if _explicit_is_small(k.shape, input_hw, strides, padding):
+        with tf.device("/CPU:0"):
+            m = _explicit_matrix(tf.constant(k), input_hw, strides, padding).numpy()
+        return float(np.linalg.svd(m, compute_uv=False)[0])
     p = _polyphase(k, strides, np)
-    grid = _circular_grid(input_hw, k.shape[:2], strides)
-    grid = tuple(max(g, q) for g, q in zip(grid, p.shape[:2]))
+    grid = _circular_grid(input_hw, k.shape[:2], strides, padding)
     resp = np.fft.fft2(p, s=grid, axes=(0, 1))  # (M1, M2, c_in', c_out)
     return float(np.linalg.svd(resp, compute_uv=False).max())
+
+
+def _frobenius(g):
+    """Frobenius norms of a batch of (real or complex) matrices."""
+    sq = tf.math.real(g * tf.math.conj(g)) if g.dtype.is_complex else tf.square(g)
+    return tf.maximum(tf.sqrt(tf.reduce_sum(sq, axis=(-2, -1))), 1e-30)
 
 
 def _gram_bound(m, iterations: int):
@@ -211,15 +288,12 @@ def _gram_bound(m, iterations: int):
         g = tf.matmul(m, m, adjoint_a=True)
     log_scale = tf.zeros(tf.shape(g)[:-2], dtype=tf.float32)
     for _ in range(int(iterations)):
-        fro = tf.sqrt(tf.reduce_sum(tf.math.real(g * tf.math.conj(g)), axis=(-2, -1)))
-        fro = tf.maximum(fro, 1e-30)
-        g = g / tf.cast(fro, g.dtype)[..., None, None]
+        fro = _frobenius(g)
+        g = g / tf.cast(fro[..., None, None], g.dtype)
         log_scale = 2.0 * (log_scale + tf.math.log(fro))
         g = tf.matmul(g, g, adjoint_a=True)
-    fro = tf.sqrt(tf.reduce_sum(tf.math.real(g * tf.math.conj(g)), axis=(-2, -1)))
-    fro = tf.maximum(fro, 1e-30)
     # ||m||^2 <= (||G_t||_F scale) ** (1 / 2^t)
-    log_sq = (log_scale + tf.math.log(fro)) / (2.0**iterations)
+    log_sq = (log_scale + tf.math.log(_frobenius(g))) / (2.0**iterations)
     return tf.exp(0.5 * tf.reduce_max(log_sq))
 
 
@@ -238,15 +312,20 @@ def conv2d_gram_bound(kernel, input_hw, strides=1, padding: str = "same", iterat
 
     The frequency response of the circular embedding is computed with an FFT,
     and the largest singular value over the frequencies is bounded by batched
-    Gram iteration.
+    Gram iteration. A small operator (at most ``EXPLICIT_MAX_DIM`` rows or
+    columns) is bounded instead by Gram iteration on its explicit matrix, which
+    is within ``gram_overestimate_factor`` of its norm.
     """
     strides = _pair(strides, "strides")
     _padding(padding)
     k = tf.cast(tf.convert_to_tensor(kernel), tf.float32)
+    if min(_explicit_dims(k.shape, input_hw, strides, padding)) == 0:
+        return tf.constant(0.0)
+    if _explicit_is_small(k.shape, input_hw, strides, padding):
+        return _gram_bound(_explicit_matrix(k, input_hw, strides, padding), iterations)
     p = _polyphase(k, strides, _TFNumpy)
     qh, qw = int(p.shape[0]), int(p.shape[1])
-    grid = _circular_grid(input_hw, tuple(kernel.shape[:2]), strides)
-    m1, m2 = max(grid[0], qh), max(grid[1], qw)
+    m1, m2 = _circular_grid(input_hw, tuple(k.shape[:2]), strides, padding)
     p = tf.transpose(p, (3, 2, 0, 1))  # (c_out, c_in', qh, qw)
     p = tf.pad(p, [[0, 0], [0, 0], [0, m1 - qh], [0, m2 - qw]])
     resp = tf.signal.fft2d(tf.cast(p, tf.complex64))  # (c_out, c_in', M1, M2)
@@ -265,4 +344,3 @@ class _TFNumpy:
 def gram_overestimate_factor(rank: int, iterations: int = 6) -> float:
     """The worst-case ratio of the Gram bound to the true norm: ``rank ** 2^-(t+1)``."""
     return float(rank) ** (1.0 / 2 ** (iterations + 2)) if rank > 0 else 1.0
-

@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from stablekeras import activations as _activations
 from stablekeras import integrators as _integrators
+from stablekeras.constraints import SAFETY
 from stablekeras.layers._operators import ConvOperator, DenseOperator, positive_float, positive_int
 
 __all__ = ["NonExpansiveDense", "NonExpansiveConv2D", "ContractiveDense", "ContractiveConv2D"]
@@ -133,7 +134,9 @@ class _GradientStep(keras.layers.Layer):
             self.integrator.radius,
             self.strong_convexity,
         )
-        nu = L * tf.square(tf.cast(sigma, tf.float32)) + 2.0 * mu
+        # The same relative room as the constraint: the float32 bound may round below
+        # ||A||, and a step exactly on h nu = 2 r (the cap) must not cross it.
+        nu = (L * tf.square(tf.cast(sigma, tf.float32)) + 2.0 * mu) * (1.0 + SAFETY)
         s = tf.math.ceil(T * nu / (2.0 * r))
         s = tf.clip_by_value(s, 1.0, float(self.max_substeps))
         h = tf.minimum(T / s, 2.0 * r / tf.maximum(nu, 1e-30))
@@ -152,7 +155,9 @@ class _GradientStep(keras.layers.Layer):
         x = tf.convert_to_tensor(inputs)
         if self.mode == "constraint":
             return self.integrator.step(self._vector_field, x, self.step_size)
-        s, h = self._schedule(self._graph_norm())
+        # S and h are a schedule computed from the weights, as after an optimizer
+        # step in the chapter's notebook: no gradient flows through the norm bound.
+        s, h = self._schedule(tf.stop_gradient(self._graph_norm()))
         if training:
             self.substeps.assign(s)
         h = tf.cast(h, x.dtype)

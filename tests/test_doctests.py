@@ -1,0 +1,40 @@
+"""The examples in the docstrings run and print what they say."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "stablekeras.activations",
+    "stablekeras.integrators",
+    "stablekeras.spectral",
+    "stablekeras.constraints",
+    "stablekeras.layers._operators",
+    "stablekeras.layers.nonexpansive",
+    "stablekeras.layers.lipschitz",
+    "stablekeras.layers.residual",
+    "stablekeras.layers.dynamics",
+    "stablekeras.models",
+    "stablekeras.losses",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+
+
+def test_every_example_module_has_examples():
+    with_examples = [
+        name
+        for name in MODULES
+        if doctest.DocTestFinder().find(importlib.import_module(name))
+        and any(t.examples for t in doctest.DocTestFinder().find(importlib.import_module(name)))
+    ]
+    assert set(MODULES) - set(with_examples) == {
+        "stablekeras.spectral",
+        "stablekeras.layers._operators",
+    }
