@@ -29,7 +29,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from stablekeras import activations as _activations
 from stablekeras import integrators as _integrators
 from stablekeras.losses import CLASSIFICATION_LOSSES, get_classification_loss
-from stablekeras.models import CONSTRAINTS, build_network, lipschitz_bound
+from stablekeras.models import CONSTRAINTS, LIFTS, PROJECTIONS, build_network, lipschitz_bound
 
 __all__ = ["StableClassifier", "StableRegressor"]
 
@@ -114,6 +114,11 @@ class _StableEstimator(BaseEstimator):
         "random_state": ["random_state"],
         "verbose": [Interval(Integral, 0, 2, closed="both"), "boolean"],
         "distribute": [None, StrOptions({"mirrored"}), HasMethods(["scope"])],
+        "lift": [StrOptions(set(LIFTS))],
+        "lift_block_size": [Interval(Integral, 1, None, closed="left")],
+        "dense_width": [None, Interval(Integral, 2, None, closed="left")],
+        "dense_depth": [Interval(Integral, 0, None, closed="left")],
+        "projection": [StrOptions(set(PROJECTIONS))],
     }
 
     # ---- hooks for subclasses -------------------------------------------------
@@ -156,6 +161,11 @@ class _StableEstimator(BaseEstimator):
             kernel_size=int(self.kernel_size),
             max_norm=self.max_norm,
             strong_convexity=float(self.strong_convexity),
+            lift=self.lift,
+            lift_block_size=int(self.lift_block_size),
+            dense_width=None if self.dense_width is None else int(self.dense_width),
+            dense_depth=int(self.dense_depth),
+            projection=self.projection,
         )
         return self._output_layer(model)
 
@@ -431,7 +441,26 @@ _DOC_PARAMS = """
         over all local devices). Constraints run on the aggregated update, so
         the guarantee is the same on every replica. A strategy object does not
         pickle: a pickled estimator keeps ``"mirrored"`` for a
-        ``MirroredStrategy`` and None otherwise."""
+        ``MirroredStrategy`` and None otherwise.
+    lift : {"conv", "isometric"}, default="conv"
+        ``"conv"``: 1x1 convolution capped at ``max_norm`` and 2x2 max pooling
+        before and after the blocks (images). ``"isometric"`` (needs
+        ``image_shape``): space-to-depth by ``lift_block_size`` and zero channels
+        up to ``width``, an exact isometry with no pooling
+        (:class:`~stablekeras.layers.IsometricLift`).
+    lift_block_size : int, default=2
+        Patch side of the isometric lift (``width >= lift_block_size**2 *
+        channels``).
+    dense_width : int or None, default=None
+        A dense stage before the projection: an orthogonal map to ``dense_width``
+        units and ``dense_depth`` norm-preserving non-expansive steps
+        (:class:`~stablekeras.layers.OrthogonalDense`,
+        :class:`~stablekeras.layers.OrthogonalNonExpansiveDense`). None: no stage.
+    dense_depth : int, default=0
+        Steps of the dense stage.
+    projection : {"spectral", "orthogonal"}, default="spectral"
+        The projection to the outputs: capped at ``max_norm``, or orthonormalised
+        (Lipschitz 1, all singular values 1)."""
 
 
 class StableClassifier(ClassifierMixin, _StableEstimator):
@@ -448,11 +477,19 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
     ----------"""
         + _DOC_PARAMS
         + """
-    loss : {"crossentropy", "hinge"}, default="crossentropy"
-        Cross-entropy on logits, or the multi-class margin loss
-        (:class:`~stablekeras.losses.MulticlassHinge`) the chapter trains with.
+    loss : {"crossentropy", "hinge", "hkr", "offset_crossentropy"}, default="crossentropy"
+        Cross-entropy on logits, the multi-class margin loss
+        (:class:`~stablekeras.losses.MulticlassHinge`) the chapter trains with,
+        hinge plus Kantorovich-Rubinstein (:class:`~stablekeras.losses.MulticlassHKR`),
+        or cross-entropy of offset, scaled logits
+        (:class:`~stablekeras.losses.OffsetCrossentropy`).
     margin : float, default=1.0
-        Target logit margin of the hinge loss.
+        Target logit margin of the hinge and HKR losses; the offset of
+        ``"offset_crossentropy"``.
+    temperature : float, default=1.0
+        Logit scale ``t`` of ``"offset_crossentropy"`` (unused otherwise).
+    alpha : float, default=10.0
+        Weight of the hinge term of ``"hkr"`` (unused otherwise).
 
     Attributes
     ----------
@@ -497,6 +534,8 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         **_StableEstimator._parameter_constraints,
         "loss": [StrOptions(set(CLASSIFICATION_LOSSES))],
         "margin": [Interval(Real, 0, None, closed="neither")],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "alpha": [Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(
@@ -524,6 +563,13 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         random_state=None,
         verbose=0,
         distribute=None,
+        lift="conv",
+        lift_block_size=2,
+        dense_width=None,
+        dense_depth=0,
+        projection="spectral",
+        temperature=1.0,
+        alpha=10.0,
     ):
         self.constraint = constraint
         self.step_size = step_size
@@ -548,6 +594,13 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.distribute = distribute
+        self.lift = lift
+        self.lift_block_size = lift_block_size
+        self.dense_width = dense_width
+        self.dense_depth = dense_depth
+        self.projection = projection
+        self.temperature = temperature
+        self.alpha = alpha
 
     def _prepare_targets(self, y):
         check_classification_targets(y)
@@ -560,7 +613,11 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         return encoded.astype(np.int32), len(classes)
 
     def _keras_loss(self):
-        return get_classification_loss(self.loss, self.margin)
+        params = {
+            "hkr": {"alpha": float(self.alpha)},
+            "offset_crossentropy": {"temperature": float(self.temperature)},
+        }.get(self.loss, {})
+        return get_classification_loss(self.loss, self.margin, **params)
 
     def _scan_dataset(self, dataset, classes):
         found, n_batches = set(), 0
@@ -689,6 +746,11 @@ class StableRegressor(RegressorMixin, _StableEstimator):
         random_state=None,
         verbose=0,
         distribute=None,
+        lift="conv",
+        lift_block_size=2,
+        dense_width=None,
+        dense_depth=0,
+        projection="spectral",
     ):
         self.constraint = constraint
         self.step_size = step_size
@@ -711,6 +773,11 @@ class StableRegressor(RegressorMixin, _StableEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.distribute = distribute
+        self.lift = lift
+        self.lift_block_size = lift_block_size
+        self.dense_width = dense_width
+        self.dense_depth = dense_depth
+        self.projection = projection
 
     def _prepare_targets(self, y):
         y = np.asarray(y, dtype=np.float32)

@@ -24,8 +24,11 @@ from stablekeras import spectral
 from stablekeras.layers import (
     ContractiveConv2D,
     ContractiveDense,
+    IsometricLift,
     NonExpansiveConv2D,
     NonExpansiveDense,
+    OrthogonalDense,
+    OrthogonalNonExpansiveDense,
     ResidualConv2D,
     ResidualDense,
     SpectralConv2D,
@@ -43,6 +46,28 @@ __all__ = [
 #: The kinds of block: gradient steps (non-expansive), strongly convex gradient
 #: steps (contractive), or the unconstrained residual baseline.
 CONSTRAINTS = ("nonexpansive", "contractive", "none")
+
+#: The lifts into the blocks: a 1x1 spectral-norm convolution (dense layer for
+#: flat inputs) followed, for images, by 2x2 max pooling; or, for images, the
+#: isometric space-to-depth lift with zero channels (no pooling anywhere).
+LIFTS = ("conv", "isometric")
+
+#: The projections to the outputs: a dense layer with a spectral-norm cap
+#: (``max_norm``), or one with an orthonormalised kernel (Lipschitz 1, every
+#: singular value 1).
+PROJECTIONS = ("spectral", "orthogonal")
+
+
+def _is_int_at_least(value, minimum) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | np.integer) and value >= minimum
+
+
+def _check_option(value, options, name):
+    if value not in options:
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected one of {options}. "
+            f"Received: {name}={value!r}"
+        )
 
 
 def _block(
@@ -89,6 +114,11 @@ def build_network(
     kernel_size: int = 3,
     max_norm: float | None = None,
     strong_convexity: float = 0.1,
+    lift: str = "conv",
+    lift_block_size: int = 2,
+    dense_width: int | None = None,
+    dense_depth: int = 0,
+    projection: str = "spectral",
     name: str | None = None,
 ) -> keras.Sequential:
     """Build lift -> ``depth`` blocks -> pooling -> projection as a ``keras.Sequential``.
@@ -115,7 +145,45 @@ def build_network(
     max_norm : float or None
         Spectral-norm cap of the lift and the projection (``None``: free).
         ``max_norm=1`` with non-expansive blocks gives a 1-Lipschitz network.
+    lift : {"conv", "isometric"}, default "conv"
+        ``"conv"``: the 1x1 convolution (``max_norm``) and, for images, 2x2 max
+        pooling before and after the blocks. ``"isometric"`` (images only):
+        :class:`~stablekeras.layers.IsometricLift`, space-to-depth by
+        ``lift_block_size`` and zero channels up to ``width``, an exact isometry;
+        no pooling follows the blocks.
+    lift_block_size : int, default 2
+        Patch side of the isometric lift; ``width`` must be at least
+        ``lift_block_size**2`` times the image's channels.
+    dense_width : int or None, default None
+        If given, a dense stage between the flatten and the projection: an
+        :class:`~stablekeras.layers.OrthogonalDense` map to ``dense_width`` units
+        (Lipschitz 1) followed by ``dense_depth``
+        :class:`~stablekeras.layers.OrthogonalNonExpansiveDense` steps with
+        potentials of ``dense_width // 2`` units (non-expansive, norm preserving).
+    dense_depth : int, default 0
+        Orthogonal non-expansive steps of the dense stage.
+    projection : {"spectral", "orthogonal"}, default "spectral"
+        ``"spectral"``: :class:`~stablekeras.layers.SpectralDense` capped at
+        ``max_norm``; ``"orthogonal"``: :class:`~stablekeras.layers.OrthogonalDense`
+        (Lipschitz 1 whatever ``max_norm``).
     """
+    _check_option(lift, LIFTS, "lift")
+    _check_option(projection, PROJECTIONS, "projection")
+    if dense_width is not None and not _is_int_at_least(dense_width, 2):
+        raise ValueError(
+            "Received an invalid value for `dense_width`, expected None or an integer >= 2. "
+            f"Received: dense_width={dense_width!r}"
+        )
+    if not _is_int_at_least(dense_depth, 0):
+        raise ValueError(
+            "Received an invalid value for `dense_depth`, expected an integer >= 0. "
+            f"Received: dense_depth={dense_depth!r}"
+        )
+    if lift == "isometric" and image_shape is None:
+        raise ValueError(
+            "lift='isometric' rearranges image patches and needs `image_shape`; "
+            "flat inputs use lift='conv' (a dense lift)"
+        )
     if constraint not in CONSTRAINTS:
         raise ValueError(
             f"Received an invalid value for `constraint`, expected one of {CONSTRAINTS}. "
@@ -138,11 +206,15 @@ def build_network(
             )
         if image_shape != input_shape:
             layers.append(keras.layers.Reshape(image_shape, name="to_image"))
-        layers.append(SpectralConv2D(width, 1, max_norm=max_norm, name="lift"))
         spatial = list(image_shape[:2])
-        if min(spatial) >= 4:
-            layers.append(keras.layers.MaxPooling2D(2, name="pool_lift"))
-            spatial = [s // 2 for s in spatial]
+        if lift == "isometric":
+            layers.append(IsometricLift(width, block_size=lift_block_size, name="lift"))
+            spatial = [0, 0]  # no pooling after the blocks
+        else:
+            layers.append(SpectralConv2D(width, 1, max_norm=max_norm, name="lift"))
+            if min(spatial) >= 4:
+                layers.append(keras.layers.MaxPooling2D(2, name="pool_lift"))
+                spatial = [s // 2 for s in spatial]
     else:
         layers.append(SpectralDense(width, max_norm=max_norm, name="lift"))
     for i in range(int(depth)):
@@ -164,7 +236,18 @@ def build_network(
         if min(spatial) >= 4:
             layers.append(keras.layers.MaxPooling2D(2, name="pool_blocks"))
         layers.append(keras.layers.Flatten(name="flatten"))
-    layers.append(SpectralDense(n_outputs, max_norm=max_norm, name="projection"))
+    if dense_width is not None:
+        layers.append(OrthogonalDense(int(dense_width), name="dense_lift"))
+        for i in range(int(dense_depth)):
+            layers.append(
+                OrthogonalNonExpansiveDense(
+                    int(dense_width) // 2, activation=activation, name=f"dense_block_{i}"
+                )
+            )
+    if projection == "orthogonal":
+        layers.append(OrthogonalDense(n_outputs, name="projection"))
+    else:
+        layers.append(SpectralDense(n_outputs, max_norm=max_norm, name="projection"))
     return keras.Sequential(layers, name=name or f"{constraint}_network")
 
 

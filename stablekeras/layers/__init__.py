@@ -8,6 +8,11 @@ from stablekeras.layers.nonexpansive import (
     NonExpansiveConv2D,
     NonExpansiveDense,
 )
+from stablekeras.layers.orthogonal import (
+    IsometricLift,
+    OrthogonalDense,
+    OrthogonalNonExpansiveDense,
+)
 from stablekeras.layers.residual import ResidualConv2D, ResidualDense
 
 __all__ = [
@@ -21,4 +26,7 @@ __all__ = [
     "ResidualConv2D",
     "AntisymmetricDense",
     "HamiltonianDense",
+    "IsometricLift",
+    "OrthogonalDense",
+    "OrthogonalNonExpansiveDense",
 ]
