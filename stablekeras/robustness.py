@@ -1,0 +1,1220 @@
+"""Adversarial attacks, robust and certified accuracy, scorers and robustness curves.
+
+Empirical robustness comes from `CleverHans <https://github.com/cleverhans-lab/cleverhans>`_'s
+TF2 attacks (FGSM, PGD, BIM, MIM) run on a fitted classifier's logits; certified
+robustness comes from the logit margin and the network's Lipschitz bound (section 4
+of the chapter): a point whose margin ``m(x)`` (top minus second logit) exceeds
+``sqrt(2) L eps`` keeps its label for every l2 perturbation of norm below ``eps``.
+
+Every attack runs in inference mode (``model_(x, training=False)``), in batches,
+inside one compiled :func:`tf.function` with the input signature
+``[None, n_features]``: the last, partial batch does not retrace. The compiled
+attack is cached per Keras model and attack setting; ``eps``, the step and the
+number of steps are run-time inputs of it (the attack searches the perturbation in
+units of ``eps``, see Notes of :func:`generate_adversarial`), so a whole robustness
+curve compiles once.
+
+FGSM is CleverHans's ``fast_gradient_method``. PGD, BIM and MIM iterate
+CleverHans's own step (``fast_gradient_method``; for MIM ``compute_gradient`` and
+``optimize_linear``), projection (``clip_eta``) and random start
+(``random_lp_vector``) in a ``tf.while_loop``, instead of the Python loop of
+``projected_gradient_descent`` / ``momentum_iterative_method``, which unrolls every
+iteration into the graph: with 100 steps on the chapter's sub-stepped network (a
+``tf.while_loop`` per block) that graph took over 9 minutes to compile for 6 seconds
+of attack. The tests check that the points equal those of CleverHans's functions.
+
+Three CleverHans 4.0.0 attacks do not run on this stack (Keras 3, NumPy 2):
+``carlini_wagner_l2`` calls Keras 3's ``optimizer.variables`` as a method and
+``spsa`` passes ``lr=`` to a Keras 3 optimizer; both are rejected with a
+``ValueError`` that names the working alternative (``loss="margin"``, the
+Carlini-Wagner margin objective, with PGD; PGD instead of the gradient-free SPSA).
+``basic_iterative_method`` only fails through its default ``sanity_checks=True``
+(a ragged NumPy 2 array); ``attack="bim"`` is what it is, projected gradient
+descent without random start.
+
+Examples
+--------
+>>> from sklearn.datasets import load_digits
+>>> from stablekeras import StableClassifier
+>>> from stablekeras.robustness import certified_accuracy, robust_accuracy
+>>> X, y = load_digits(return_X_y=True)
+>>> X = X / 16
+>>> clf = StableClassifier(depth=1, epochs=2, random_state=0).fit(X[:300], y[:300])
+>>> clean = clf.score(X[300:400], y[300:400])
+>>> robust = robust_accuracy(clf, X[300:400], y[300:400], eps=0.5, steps=5)
+>>> certified = certified_accuracy(clf, X[300:400], y[300:400], eps=0.5)
+>>> bool(certified <= robust <= clean)
+True
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+from cleverhans.tf2.utils import clip_eta, compute_gradient, optimize_linear, random_lp_vector
+from sklearn.pipeline import Pipeline
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+__all__ = [
+    "ATTACKS",
+    "generate_adversarial",
+    "robust_accuracy",
+    "make_robustness_scorer",
+    "certified_accuracy",
+    "certified_radius",
+    "make_certified_scorer",
+    "robustness_curve",
+    "format_table",
+    "plot_robustness_curve",
+]
+
+#: The attacks that run: CleverHans's fast gradient method, projected gradient
+#: descent, the basic iterative method (PGD without random start) and the
+#: momentum iterative method.
+ATTACKS = ("fgsm", "pgd", "bim", "mim")
+
+# CleverHans 4.0.0 attacks that do not run with Keras 3 / NumPy 2: name -> why and what instead.
+_REJECTED = {
+    "cw": (
+        "CleverHans 4.0.0's carlini_wagner_l2 calls `optimizer.variables()`, which is a list "
+        "property in Keras 3, so it fails on this stack"
+    ),
+    "spsa": (
+        "CleverHans 4.0.0's spsa builds its optimizer with `lr=`, which Keras 3 optimizers "
+        "reject, so it fails on this stack"
+    ),
+}
+_REJECTED["carlini_wagner_l2"] = _REJECTED["carlini_wagner"] = _REJECTED["cw"]
+_ALTERNATIVE = {
+    "cw": (
+        "For the Carlini-Wagner objective use attack='pgd' with loss='margin' "
+        "(PGD on max_{j != y} z_j - z_y), e.g. robust_accuracy(est, X, y, eps=..., "
+        "attack='pgd', loss='margin')"
+    ),
+    "spsa": (
+        "SPSA is a gradient-free attack; these networks are differentiable, so use "
+        "attack='pgd' (optionally random_start=True, loss='margin')"
+    ),
+}
+_ALTERNATIVE["carlini_wagner_l2"] = _ALTERNATIVE["carlini_wagner"] = _ALTERNATIVE["cw"]
+
+_NORMS = {"2": 2, "l2": 2, "inf": np.inf, "linf": np.inf}
+_LOSSES = ("crossentropy", "margin")
+
+#: Number of times an attack function has been traced (a Python side effect of
+#: tracing, read by the tests to check that batches do not retrace).
+_TRACE_COUNT = {"attack": 0, "forward": 0}
+
+# model -> {setting: tf.function}; entries die with the Keras model.
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+# ---- argument checks ----------------------------------------------------------------
+def _invalid(name, expected, value):
+    return ValueError(
+        f"Received an invalid value for `{name}`, expected {expected}. Received: {name}={value!r}"
+    )
+
+
+def _check_norm(norm) -> float:
+    if isinstance(norm, str):
+        key = norm.lower()
+        if key in _NORMS:
+            return _NORMS[key]
+    elif isinstance(norm, numbers.Real) and not isinstance(norm, bool):
+        if norm == 2:
+            return 2
+        if norm == np.inf:
+            return np.inf
+    raise ValueError(
+        "Received an invalid value for `norm`, expected one of 2, np.inf, 'inf', 'l2', "
+        f"'linf'. Received: norm={norm!r}"
+    )
+
+
+def _check_eps(eps) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise _invalid("eps", "a number >= 0", eps)
+    if not (math.isfinite(float(eps)) and eps >= 0):
+        raise _invalid("eps", "a finite number >= 0", eps)
+    return float(eps)
+
+
+def _check_eps_list(eps) -> tuple[list[float], bool]:
+    """Return (list of eps, whether a scalar was given)."""
+    if isinstance(eps, str) or not isinstance(eps, Iterable):
+        return [_check_eps(eps)], True
+    values = [_check_eps(e) for e in np.asarray(eps, dtype=object).ravel()]
+    if not values:
+        raise ValueError(
+            "Received an invalid value for `eps`, expected at least one value. Received: eps=[]"
+        )
+    return values, False
+
+
+def _check_attack(attack) -> str:
+    if not isinstance(attack, str):
+        raise _invalid("attack", f"one of {ATTACKS}", attack)
+    name = attack.lower()
+    if name in _REJECTED:
+        raise ValueError(
+            f"attack={attack!r} is not supported: {_REJECTED[name]}. {_ALTERNATIVE[name]}."
+        )
+    if name not in ATTACKS:
+        raise _invalid("attack", f"one of {ATTACKS}", attack)
+    return name
+
+
+def _check_clip(clip):
+    if clip is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in clip)
+    except (TypeError, ValueError):
+        raise _invalid("clip", "None or a pair (min, max)", clip) from None
+    if not lo < hi:
+        raise _invalid("clip", "min < max", clip)
+    return lo, hi
+
+
+def _check_settings(attack, norm, steps, step_size, random_start, loss, clip, batch_size):
+    attack = _check_attack(attack)
+    norm = _check_norm(norm)
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise _invalid("steps", "an integer >= 1", steps)
+    if step_size is not None and (
+        isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) or not step_size > 0
+    ):
+        raise _invalid("step_size", "None or a number > 0", step_size)
+    if loss not in _LOSSES:
+        raise _invalid("loss", f"one of {_LOSSES}", loss)
+    if random_start and attack != "pgd":
+        raise ValueError(
+            f"attack={attack!r} has no random start (random_start=True); use attack='pgd' "
+            "for projected gradient descent from a random point of the eps-ball"
+        )
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, numbers.Integral)
+        or batch_size < 1
+    ):
+        raise _invalid("batch_size", "an integer >= 1", batch_size)
+    return (
+        attack,
+        norm,
+        int(steps),
+        step_size,
+        bool(random_start),
+        loss,
+        _check_clip(clip),
+        int(batch_size),
+    )
+
+
+# ---- estimators, data and labels ----------------------------------------------------
+def _resolve(estimator, X):
+    """Return (final estimator, X in its input space as float32)."""
+    if isinstance(estimator, Pipeline):
+        steps = estimator.steps
+        if len(steps) > 1:
+            X = estimator[:-1].transform(X)
+        return _resolve(steps[-1][1], X)
+    if not hasattr(estimator, "model_") and not hasattr(estimator, "fit"):
+        raise TypeError(
+            "Expected a fitted stablekeras classifier (or a Pipeline ending in one). "
+            f"Received: {type(estimator).__name__}"
+        )
+    check_is_fitted(estimator)
+    if not (hasattr(estimator, "model_") and hasattr(estimator, "classes_")):
+        raise TypeError(
+            "Robustness needs a fitted classifier with a Keras `model_` that maps X to logits and "
+            f"`classes_`, such as StableClassifier. Received: {type(estimator).__name__}"
+        )
+    X = validate_data(estimator, X, reset=False, dtype=np.float32, ensure_all_finite=True)
+    return estimator, np.ascontiguousarray(X, dtype=np.float32)
+
+
+def _encode(estimator, y, n_samples):
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n_samples:
+        raise ValueError(
+            f"y must be 1-D with {n_samples} labels, matching X. Received shape: {y.shape}"
+        )
+    classes = estimator.classes_
+    try:
+        idx_c = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
+        unknown = classes[idx_c] != y
+    except TypeError:  # labels of another type than classes_ (str vs int)
+        idx_c, unknown = np.zeros(len(y), np.intp), np.ones(len(y), bool)
+    if np.any(unknown):
+        raise ValueError(
+            "y contains labels the estimator was not fitted on: "
+            f"{np.unique(y[unknown])[:5].tolist()}; expected labels from "
+            f"classes_={classes.tolist()}"
+        )
+    return idx_c.astype(np.int64)
+
+
+def _check_in_clip(X, clip, pipeline):
+    if clip is None or X.size == 0:
+        return
+    lo, hi = clip
+    xmin, xmax = float(X.min()), float(X.max())
+    if xmin < lo or xmax > hi:
+        where = "after the pipeline's preprocessing " if pipeline else ""
+        raise ValueError(
+            f"X {where}lies in [{xmin:g}, {xmax:g}], outside clip={clip}: the attack keeps points "
+            "in the clip range, so clean points must lie in it. Pass clip=None (no clipping) or "
+            "the range of your features"
+        )
+
+
+def _weighted_mean(values, sample_weight):
+    if sample_weight is None:
+        return float(np.mean(values)) if len(values) else float("nan")
+    return float(np.average(values, weights=np.asarray(sample_weight, dtype=np.float64)))
+
+
+# ---- compiled functions -----------------------------------------------------------------
+def _crossentropy(labels, logits):
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def _margin_loss(labels, logits):
+    """Carlini-Wagner margin: largest wrong logit minus the true logit (per example)."""
+    onehot = tf.one_hot(labels, tf.shape(logits)[1], on_value=True, off_value=False)
+    wrong = tf.reduce_max(tf.where(onehot, tf.constant(-np.inf, logits.dtype), logits), axis=1)
+    true = tf.reduce_max(tf.where(onehot, logits, tf.constant(-np.inf, logits.dtype)), axis=1)
+    return wrong - true
+
+
+_LOSS_FNS = {"crossentropy": _crossentropy, "margin": _margin_loss}
+
+
+def _model_cache(model):
+    try:
+        return _CACHE.setdefault(model, {})
+    except TypeError:  # not weak-referenceable: no cache
+        return {}
+
+
+def _forward_fn(model, n_features):
+    cache = _model_cache(model)
+    key = ("forward", n_features)
+    if key not in cache:
+        ref = weakref.ref(model)
+
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, n_features], tf.float32)],
+            autograph=False,
+        )
+        def forward(x):
+            _TRACE_COUNT["forward"] += 1
+            return ref()(x, training=False)
+
+        cache[key] = forward
+    return cache[key]
+
+
+def _project(z, norm, lo, hi):
+    """Back onto the unit ball of ``norm`` and into the (scaled) clip box."""
+    z = clip_eta(z, norm, 1.0)
+    return z if lo is None else tf.clip_by_value(z, lo, hi)
+
+
+def _pgd_loop(model_fn, loss_fn, y, z, step, steps, norm, lo, hi):
+    """CleverHans's PGD iteration (centre 0, radius 1): FGM step, project, clip."""
+
+    def body(i, z):
+        z = fast_gradient_method(
+            model_fn, z, step, norm, loss_fn, clip_min=lo, clip_max=hi, y=y, sanity_checks=False
+        )
+        return i + 1, _project(z, norm, lo, hi)
+
+    return tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), z))[1]
+
+
+def _mim_loop(model_fn, loss_fn, y, z, step, steps, norm, lo, hi, decay=1.0):
+    """CleverHans's momentum iterative method (Dong et al. 2018), centre 0, radius 1."""
+
+    def body(i, z, momentum):
+        grad = compute_gradient(model_fn, loss_fn, z, y, False)
+        grad = grad / tf.maximum(1e-12, tf.reduce_mean(tf.abs(grad), axis=1, keepdims=True))
+        momentum = decay * momentum + grad
+        z = _project(z + optimize_linear(momentum, step, norm), norm, lo, hi)
+        return i + 1, z, momentum
+
+    return tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), z, tf.zeros_like(z)))[1]
+
+
+def _attack_fn(model, n_features, attack, norm, random_start, loss, clip, seed):
+    """One compiled attack, ``(x, y, eps, step, steps) -> (x_adv, clean pred, adversarial pred)``.
+
+    ``step`` is relative to ``eps``. Cached per model and setting, except with a
+    seeded random start: that one is built afresh so that its random stream starts
+    from the seed at each call.
+    """
+    key = ("attack", n_features, attack, norm, random_start, loss, clip)
+    cache = _model_cache(model) if seed is None else {}
+    if key in cache:
+        return cache[key]
+    ref = weakref.ref(model)
+    loss_fn = _LOSS_FNS[loss]
+
+    def logits(x):
+        return ref()(x, training=False)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, n_features], tf.float32),
+            tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([], tf.float32),
+            tf.TensorSpec([], tf.float32),
+            tf.TensorSpec([], tf.int32),
+        ],
+        autograph=False,
+    )
+    def run(x, y, eps, step, steps):
+        _TRACE_COUNT["attack"] += 1
+        if seed is not None:
+            # the graph-level seed of this function only (TF1 API inside a trace)
+            tf.compat.v1.set_random_seed(seed)
+
+        # The attack searches z = (x_adv - x) / eps in the unit ball, so eps is a tensor
+        # and one trace serves every eps. The value fed to the model is x + eps z, its
+        # gradient is passed through unscaled: d logits / dz = d logits / dx at x + eps z,
+        # so every step is the one CleverHans takes in input space.
+        def model_fn(z):
+            return logits(tf.stop_gradient(x + eps * z) + (z - tf.stop_gradient(z)))
+
+        lo = hi = None
+        if clip is not None:
+            lo, hi = (clip[0] - x) / eps, (clip[1] - x) / eps
+        if attack == "fgsm":
+            z = fast_gradient_method(
+                model_fn, tf.zeros_like(x), 1.0, norm, loss_fn,
+                clip_min=lo, clip_max=hi, y=y, sanity_checks=False,
+            )  # fmt: skip
+        else:
+            z = tf.zeros_like(x)
+            if random_start:  # as CleverHans's PGD: uniform in the ball, then clipped
+                z = _project(random_lp_vector(tf.shape(x), norm, 1.0, dtype=x.dtype), norm, lo, hi)
+            loop = _mim_loop if attack == "mim" else _pgd_loop  # pgd; bim = pgd from 0
+            z = loop(model_fn, loss_fn, y, z, step, steps, norm, lo, hi)
+        # back to input space: exact projection on the eps-ball, then on the clip box
+        # (clipping only shrinks |x_adv - x| coordinate-wise since x is in the box)
+        x_adv = x + clip_eta(eps * z, norm, eps)
+        if clip is not None:
+            x_adv = tf.clip_by_value(x_adv, clip[0], clip[1])
+        clean = tf.argmax(logits(x), axis=1)
+        adv = tf.argmax(logits(x_adv), axis=1)
+        return x_adv, clean, adv
+
+    cache[key] = run
+    return run
+
+
+def _seed(random_state):
+    if random_state is None:
+        return None
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return int(random_state)
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+def _progbar(n_batches, verbose):
+    if not verbose or n_batches <= 1:
+        return None
+    return keras.utils.Progbar(
+        n_batches, verbose=1 if verbose is True else int(verbose), unit_name="batch"
+    )
+
+
+def _run_attack(
+    estimator,
+    X,
+    y,
+    *,
+    attack,
+    eps,
+    norm,
+    steps,
+    step_size,
+    random_start,
+    loss,
+    clip,
+    batch_size,
+    random_state,
+    verbose,
+):
+    """Return (X_adv, clean predictions, adversarial predictions, encoded y)."""
+    pipeline = isinstance(estimator, Pipeline)
+    attack, norm, steps, step_size, random_start, loss, clip, batch_size = _check_settings(
+        attack, norm, steps, step_size, random_start, loss, clip, batch_size
+    )
+    eps = _check_eps(eps)
+    est, X = _resolve(estimator, X)
+    _check_in_clip(X, clip, pipeline)
+    n, n_features = X.shape
+    model = est.model_
+    if y is None:
+        y_idx = np.argmax(_logits(est, X, batch_size), axis=1).astype(np.int64)
+    else:
+        y_idx = _encode(est, y, n)
+    if eps == 0 or n == 0:
+        pred = np.argmax(_logits(est, X, batch_size), axis=1) if n else np.zeros(0, np.int64)
+        return X.copy(), pred, pred, y_idx
+    if attack == "fgsm":
+        rel_step = 1.0
+    elif step_size is None:
+        rel_step = min(1.0, 2.5 / steps)
+    else:
+        if step_size > eps:
+            raise ValueError(
+                f"step_size={step_size!r} is larger than eps={eps!r}; CleverHans requires "
+                "step_size <= eps (leave step_size=None for 2.5 * eps / steps)"
+            )
+        rel_step = float(step_size) / eps
+    seed = _seed(random_state) if random_start else None
+    fn = _attack_fn(model, n_features, attack, norm, random_start, loss, clip, seed)
+    scalars = (
+        tf.constant(eps, tf.float32),
+        tf.constant(rel_step, tf.float32),
+        tf.constant(steps, tf.int32),
+    )
+    n_batches = -(-n // batch_size)
+    bar = _progbar(n_batches, verbose)
+    advs, cleans, preds = [], [], []
+    for i, start in enumerate(range(0, n, batch_size)):
+        stop = start + batch_size
+        x_adv, clean, adv = fn(X[start:stop], y_idx[start:stop], *scalars)
+        advs.append(x_adv.numpy())
+        cleans.append(clean.numpy())
+        preds.append(adv.numpy())
+        if bar is not None:
+            bar.update(i + 1)
+    return np.concatenate(advs), np.concatenate(cleans), np.concatenate(preds), y_idx
+
+
+def _logits(est, X, batch_size=1024):
+    n, n_features = X.shape
+    fn = _forward_fn(est.model_, n_features)
+    batch = max(int(batch_size), 1024)
+    out = [fn(X[i : i + batch]).numpy() for i in range(0, n, batch)]
+    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(est.classes_)))
+
+
+_ATTACK_PARAMS_DOC = """
+    attack : {"fgsm", "pgd", "bim", "mim"}, default="pgd"
+        The fast gradient (sign) method, projected gradient descent (``"bim"``:
+        without random start, the basic iterative method) or the momentum
+        iterative method, as in CleverHans. ``"cw"`` / ``"carlini_wagner_l2"`` and
+        ``"spsa"`` raise ``ValueError`` (broken in CleverHans 4.0.0 with Keras 3;
+        use ``loss="margin"`` for the Carlini-Wagner objective).
+    eps : float
+        Radius of the perturbation ball, >= 0. ``eps=0`` runs no attack.
+    norm : {2, np.inf, "l2", "linf", "inf"}, default=2
+        Norm of the ball.
+    steps : int, default=20
+        Iterations of PGD, BIM and MIM (unused by FGSM).
+    step_size : float or None, default=None
+        Step of each iteration, at most ``eps``; ``None`` is ``2.5 * eps / steps``
+        (capped at ``eps``). Unused by FGSM, which takes one step of ``eps``.
+    random_start : bool, default=False
+        PGD only: start from a uniform random point of the ball (Madry et al.).
+    loss : {"crossentropy", "margin"}, default="crossentropy"
+        The loss the attack increases: CleverHans's softmax cross-entropy, or the
+        Carlini-Wagner margin ``max_{j != y} z_j - z_y``.
+    clip : (float, float) or None, default=(0.0, 1.0)
+        Box the adversarial points stay in (pixels in [0, 1]); ``None`` does not
+        clip. ``X`` itself must lie in the box.
+    batch_size : int, default=256
+        Points attacked per call of the compiled attack.
+    random_state : int, RandomState or None, default=None
+        Seeds the random start, so that two calls give the same points.
+    verbose : int, default=0
+        1 shows a progress bar over batches."""
+
+
+def generate_adversarial(
+    estimator,
+    X,
+    y=None,
+    *,
+    attack: str = "pgd",
+    eps: float,
+    norm: float | str = 2,
+    steps: int = 20,
+    step_size: float | None = None,
+    random_start: bool = False,
+    loss: str = "crossentropy",
+    clip: tuple[float, float] | None = (0.0, 1.0),
+    batch_size: int = 256,
+    random_state=None,
+    verbose: int = 0,
+) -> np.ndarray:
+    return _run_attack(
+        estimator,
+        X,
+        y,
+        attack=attack,
+        eps=eps,
+        norm=norm,
+        steps=steps,
+        step_size=step_size,
+        random_start=random_start,
+        loss=loss,
+        clip=clip,
+        batch_size=batch_size,
+        random_state=random_state,
+        verbose=verbose,
+    )[0]
+
+
+generate_adversarial.__doc__ = (
+    """Adversarial examples of ``X`` for a fitted classifier, by a CleverHans attack.
+
+    The attack runs on the logits of ``estimator.model_`` in inference mode, in
+    batches, inside one compiled ``tf.function``.
+
+    Parameters
+    ----------
+    estimator : StableClassifier or Pipeline
+        A fitted classifier with ``model_`` (Keras, X to logits) and ``classes_``,
+        or a fitted :class:`~sklearn.pipeline.Pipeline` ending in one. For a
+        pipeline, ``X`` is transformed by the steps before the last one and the
+        attack perturbs the *transformed* points: ``eps``, ``norm`` and ``clip``
+        are measured in that space, and so are the returned points.
+    X : array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,) or None, default=None
+        True labels, from ``classes_`` (strings allowed). ``None`` attacks the
+        model's own predictions."""
+    + _ATTACK_PARAMS_DOC
+    + """
+
+    Returns
+    -------
+    X_adv : ndarray of float32, shape (n_samples, n_features)
+        Inside the ``eps``-ball of ``X`` in ``norm`` and inside ``clip``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown or unsupported attack, ``eps < 0``, an unknown norm, or
+        ``X`` outside ``clip``.
+
+    See Also
+    --------
+    robust_accuracy : accuracy on these points.
+
+    Notes
+    -----
+    The attack searches the scaled perturbation ``z = (x_adv - x) / eps`` in the
+    unit ball (clip box mapped accordingly) and feeds the model ``x + eps z`` with
+    the input gradient passed through unscaled, so each step is exactly
+    CleverHans's step in input space; ``eps`` is then an input of the compiled
+    function rather than a constant, and one compilation serves all radii. The
+    result is projected once more on the ``eps``-ball and the clip box in input
+    space.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from stablekeras import StableClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16
+    >>> clf = StableClassifier(depth=1, epochs=2, random_state=0).fit(X[:300], y[:300])
+    >>> X_adv = generate_adversarial(clf, X[:20], y[:20], eps=0.5, norm=2, steps=5)
+    >>> bool(np.all(np.linalg.norm(X_adv - X[:20], axis=1) <= 0.5 + 1e-5))
+    True
+    >>> X_adv = generate_adversarial(clf, X[:20], y[:20], attack="fgsm", eps=0.1, norm="linf")
+    >>> bool(np.abs(X_adv - X[:20]).max() <= 0.1 + 1e-6), X_adv.dtype
+    (True, dtype('float32'))
+    """
+)
+
+
+def robust_accuracy(
+    estimator,
+    X,
+    y,
+    *,
+    attack: str = "pgd",
+    eps: float,
+    norm: float | str = 2,
+    steps: int = 20,
+    step_size: float | None = None,
+    random_start: bool = False,
+    loss: str = "crossentropy",
+    clip: tuple[float, float] | None = (0.0, 1.0),
+    batch_size: int = 256,
+    random_state=None,
+    verbose: int = 0,
+    sample_weight=None,
+) -> float:
+    _, clean, adv, y_idx = _run_attack(
+        estimator,
+        X,
+        y,
+        attack=attack,
+        eps=eps,
+        norm=norm,
+        steps=steps,
+        step_size=step_size,
+        random_start=random_start,
+        loss=loss,
+        clip=clip,
+        batch_size=batch_size,
+        random_state=random_state,
+        verbose=verbose,
+    )
+    return _weighted_mean((clean == y_idx) & (adv == y_idx), sample_weight)
+
+
+robust_accuracy.__doc__ = (
+    """Accuracy under attack: the fraction of points classified correctly both
+    as they are and after the attack.
+
+    The clean point is itself in the ball, so a point counts as robust only when
+    the attack found no misclassified point among the two (the usual empirical
+    robust accuracy, never above the clean accuracy). ``eps=0`` returns the clean
+    accuracy without attacking.
+
+    Parameters
+    ----------
+    estimator : StableClassifier or Pipeline
+        A fitted classifier, or a fitted pipeline ending in one; for a pipeline
+        the attack perturbs the transformed points and ``eps`` is measured there
+        (see :func:`generate_adversarial`).
+    X : array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,)
+        True labels, from ``classes_``."""
+    + _ATTACK_PARAMS_DOC
+    + """
+    sample_weight : array-like of shape (n_samples,), optional
+        Weights of the points in the mean.
+
+    Returns
+    -------
+    float
+        The robust accuracy in [0, 1].
+
+    See Also
+    --------
+    certified_accuracy : a lower bound that no attack can beat.
+    make_robustness_scorer : the same number as a scikit-learn scorer.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from stablekeras import StableClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16
+    >>> clf = StableClassifier(depth=1, epochs=2, random_state=0).fit(X[:300], y[:300])
+    >>> robust_accuracy(clf, X[300:400], y[300:400], eps=0) == clf.score(X[300:400], y[300:400])
+    True
+    >>> robust = robust_accuracy(clf, X[300:400], y[300:400], eps=1.0, steps=5)
+    >>> bool(robust < clf.score(X[300:400], y[300:400]))
+    True
+    """
+)
+
+
+# ---- scorers -----------------------------------------------------------------------------------
+class _RobustnessScorer:
+    """``scorer(estimator, X, y)``: :func:`robust_accuracy` with fixed settings (picklable)."""
+
+    def __init__(self, kwargs):
+        self._kwargs = dict(kwargs)
+
+    def __call__(self, estimator, X, y, sample_weight=None):
+        return robust_accuracy(estimator, X, y, sample_weight=sample_weight, **self._kwargs)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
+        return f"make_robustness_scorer({args})"
+
+
+class _CertifiedScorer:
+    """``scorer(estimator, X, y)``: :func:`certified_accuracy` at a fixed eps (picklable)."""
+
+    def __init__(self, kwargs):
+        self._kwargs = dict(kwargs)
+
+    def __call__(self, estimator, X, y, sample_weight=None):
+        return certified_accuracy(estimator, X, y, sample_weight=sample_weight, **self._kwargs)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
+        return f"make_certified_scorer({args})"
+
+
+def make_robustness_scorer(
+    *,
+    attack: str = "pgd",
+    eps: float,
+    norm: float | str = 2,
+    steps: int = 20,
+    step_size: float | None = None,
+    random_start: bool = False,
+    loss: str = "crossentropy",
+    clip: tuple[float, float] | None = (0.0, 1.0),
+    batch_size: int = 256,
+    random_state=None,
+    verbose: int = 0,
+) -> Callable:
+    kwargs = dict(
+        attack=attack,
+        eps=eps,
+        norm=norm,
+        steps=steps,
+        step_size=step_size,
+        random_start=random_start,
+        loss=loss,
+        clip=clip,
+        batch_size=batch_size,
+        random_state=random_state,
+        verbose=verbose,
+    )
+    _check_settings(attack, norm, steps, step_size, random_start, loss, clip, batch_size)
+    _check_eps(eps)
+    return _RobustnessScorer(kwargs)
+
+
+make_robustness_scorer.__doc__ = (
+    """A scikit-learn scorer of the robust accuracy: ``scorer(estimator, X, y)``.
+
+    Higher is better. It works in ``GridSearchCV`` / ``cross_validate`` (also on
+    pipelines, where ``eps`` is measured after the preprocessing) and pickles, so
+    it travels to joblib workers. The arguments are checked now.
+
+    Parameters
+    ----------"""
+    + _ATTACK_PARAMS_DOC
+    + """
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y, sample_weight=None) -> float``.
+
+    See Also
+    --------
+    robust_accuracy, make_certified_scorer
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.model_selection import cross_validate
+    >>> from stablekeras import StableClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> scoring = {"accuracy": "accuracy", "robust": make_robustness_scorer(eps=0.5, steps=5)}
+    >>> clf = StableClassifier(depth=1, epochs=1, random_state=0)
+    >>> cv = cross_validate(clf, X[:300] / 16, y[:300], cv=2, scoring=scoring)
+    >>> bool((cv["test_robust"] <= cv["test_accuracy"]).all())
+    True
+    """
+)
+
+
+# ---- certificates ------------------------------------------------------------------------------
+def _lipschitz(est):
+    L = getattr(est, "lipschitz_bound_", None)
+    if L is None:
+        raise TypeError(
+            f"certified accuracy needs `lipschitz_bound_` (a sound l2 Lipschitz bound of the "
+            f"logits), which {type(est).__name__} does not have"
+        )
+    L = float(L)
+    if not L > 0 or math.isnan(L):
+        raise ValueError(f"lipschitz_bound_ must be > 0. Received: lipschitz_bound_={L!r}")
+    return L
+
+
+def _margins(logits):
+    if logits.shape[1] < 2:
+        return np.full(len(logits), np.inf)
+    top2 = np.partition(logits, -2, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def certified_radius(estimator, X, *, batch_size: int = 1024) -> np.ndarray:
+    """Certified l2 radius of each point's predicted class: ``m(x) / (sqrt(2) L)``.
+
+    ``m(x)`` is the logit margin (top minus second logit) and ``L`` the estimator's
+    ``lipschitz_bound_``; no perturbation of l2 norm below the radius changes the
+    prediction. A tie gives 0. One forward pass, no attack.
+
+    Parameters
+    ----------
+    estimator : StableClassifier or Pipeline
+        For a pipeline, the radius is measured after the preprocessing.
+    X : array-like of shape (n_samples, n_features)
+    batch_size : int, default=1024
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from stablekeras import StableClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = StableClassifier(depth=1, epochs=2, max_norm=1.0, random_state=0)
+    >>> clf = clf.fit(X[:300] / 16, y[:300])
+    >>> r = certified_radius(clf, X[:5] / 16)
+    >>> r.shape, bool(np.all(r >= 0))
+    ((5,), True)
+    """
+    est, X = _resolve(estimator, X)
+    L = _lipschitz(est)
+    return _margins(_logits(est, X, batch_size)) / (math.sqrt(2) * L)
+
+
+def certified_accuracy(
+    estimator,
+    X,
+    y,
+    *,
+    eps: float | Sequence[float],
+    norm: float | str = 2,
+    batch_size: int = 1024,
+    sample_weight=None,
+) -> float | np.ndarray:
+    """Certified accuracy: the fraction of points correctly classified with a
+    logit margin above ``sqrt(2) L eps``.
+
+    With ``L`` a sound l2 Lipschitz bound of the logits (``lipschitz_bound_``),
+    such a point keeps its (correct) label for every perturbation of l2 norm
+    ``eps``: no attack can bring the accuracy below this number (chapter,
+    section 4). One forward pass, no attack.
+
+    Parameters
+    ----------
+    estimator : StableClassifier or Pipeline
+        A fitted classifier with ``lipschitz_bound_``, or a pipeline ending in one.
+        For a pipeline, ``L`` is the final estimator's bound and ``eps`` is
+        measured after the preprocessing (see Notes).
+    X : array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,)
+    eps : float or sequence of float
+        Radii, >= 0.
+    norm : {2, np.inf, "l2", "linf", "inf"}, default=2
+        For ``np.inf`` the l-inf ball of radius ``eps`` is certified through the
+        l2 ball of radius ``sqrt(n_features) * eps`` that contains it.
+    batch_size : int, default=1024
+    sample_weight : array-like of shape (n_samples,), optional
+
+    Returns
+    -------
+    float, or ndarray of shape (len(eps),) when ``eps`` is a sequence
+
+    See Also
+    --------
+    certified_radius, robust_accuracy, make_certified_scorer
+
+    Notes
+    -----
+    For a pipeline whose preprocessing is a known linear map the certificate can
+    be carried back to the raw features: a ``StandardScaler`` multiplies l2
+    distances by at most ``1 / min(scale_)``, a ``MinMaxScaler`` by at most
+    ``max(scale_)``, so raw-space radius ``r`` is certified when the transformed
+    radius ``r * max(scale_)`` (MinMax) is. This function does not compose them.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from stablekeras import StableClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16
+    >>> clf = StableClassifier(depth=1, epochs=2, max_norm=1.0, loss="hinge", random_state=0)
+    >>> clf = clf.fit(X[:300], y[:300])
+    >>> acc = certified_accuracy(clf, X[300:400], y[300:400], eps=[0.0, 0.1, 1.0])
+    >>> bool(acc[0] >= acc[1] >= acc[2])
+    True
+    """
+    values, scalar = _check_eps_list(eps)
+    norm = _check_norm(norm)
+    est, X = _resolve(estimator, X)
+    y_idx = _encode(est, y, len(X))
+    L = _lipschitz(est)
+    logits = _logits(est, X, batch_size)
+    correct = np.argmax(logits, axis=1) == y_idx
+    margin = _margins(logits)
+    scale = math.sqrt(2) * L * (math.sqrt(X.shape[1]) if norm == np.inf else 1.0)
+    acc = np.array([_weighted_mean(correct & (margin > scale * e), sample_weight) for e in values])
+    return float(acc[0]) if scalar else acc
+
+
+def make_certified_scorer(*, eps: float, norm: float | str = 2, batch_size: int = 1024) -> Callable:
+    """A scikit-learn scorer of the certified accuracy at ``eps``.
+
+    Parameters
+    ----------
+    eps : float
+        Radius, >= 0.
+    norm : {2, np.inf, "l2", "linf", "inf"}, default=2
+    batch_size : int, default=1024
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y, sample_weight=None) -> float``, picklable.
+
+    See Also
+    --------
+    certified_accuracy, make_robustness_scorer
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from stablekeras import StableClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = StableClassifier(depth=1, epochs=1, max_norm=1.0, random_state=0)
+    >>> clf = clf.fit(X[:200] / 16, y[:200])
+    >>> scorer = make_certified_scorer(eps=0.1)
+    >>> 0.0 <= scorer(clf, X[200:300] / 16, y[200:300]) <= 1.0
+    True
+    """
+    _check_eps(eps)
+    _check_norm(norm)
+    return _CertifiedScorer(dict(eps=eps, norm=norm, batch_size=batch_size))
+
+
+# ---- curves, tables and plots ------------------------------------------------------------------
+def _default_name(estimator):
+    final = estimator[-1] if isinstance(estimator, Pipeline) else estimator
+    name = type(final).__name__
+    constraint = getattr(final, "constraint", None)
+    return f"{name}({constraint})" if constraint is not None else name
+
+
+def robustness_curve(
+    estimator,
+    X,
+    y,
+    eps: Sequence[float] = (0.0, 0.1, 0.3, 0.5, 1.0),
+    *,
+    attack: str = "pgd",
+    norm: float | str = 2,
+    steps: int = 20,
+    step_size: float | None = None,
+    random_start: bool = False,
+    loss: str = "crossentropy",
+    clip: tuple[float, float] | None = (0.0, 1.0),
+    batch_size: int = 256,
+    random_state=None,
+    verbose: int = 0,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Robust and certified accuracy over a range of radii, as a table.
+
+    Parameters
+    ----------
+    estimator : StableClassifier or Pipeline
+    X : array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,)
+    eps : sequence of float, default=(0, 0.1, 0.3, 0.5, 1)
+    attack, norm, steps, step_size, random_start, loss, clip, batch_size, random_state, verbose :
+        As in :func:`robust_accuracy`. With ``step_size=None`` each radius uses
+        ``2.5 * eps / steps`` and one compiled attack serves all radii.
+    name : str, optional
+        Label of the estimator in tables and plots; default: its class and constraint.
+
+    Returns
+    -------
+    dict
+        ``"name"``; ``"eps"``, ``"robust"`` and ``"certified"`` (lists of float, one
+        per radius; ``"certified"`` is ``None`` for an estimator without
+        ``lipschitz_bound_``); ``"clean"`` (float, the accuracy); the settings
+        ``"attack"``, ``"norm"`` ("l2" or "linf"), ``"steps"``, ``"step_size"``,
+        ``"random_start"``, ``"loss"``, ``"clip"``; ``"n_samples"`` and
+        ``"lipschitz_bound"``.
+
+    See Also
+    --------
+    plot_robustness_curve, format_table
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from stablekeras import StableClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16
+    >>> clf = StableClassifier(depth=1, epochs=2, random_state=0).fit(X[:300], y[:300])
+    >>> curve = robustness_curve(clf, X[300:400], y[300:400], eps=[0, 0.5, 1.0], steps=5)
+    >>> curve["eps"], curve["robust"][0] == curve["clean"]
+    ([0.0, 0.5, 1.0], True)
+    """
+    values, _ = _check_eps_list(eps)
+    settings = dict(
+        attack=attack,
+        norm=norm,
+        steps=steps,
+        step_size=step_size,
+        random_start=random_start,
+        loss=loss,
+        clip=clip,
+        batch_size=batch_size,
+        random_state=random_state,
+        verbose=verbose,
+    )
+    _check_settings(attack, norm, steps, step_size, random_start, loss, clip, batch_size)
+    clean = robust_accuracy(estimator, X, y, **{**settings, "eps": 0.0})
+    robust = [
+        clean if e == 0 else robust_accuracy(estimator, X, y, eps=e, **settings) for e in values
+    ]
+    est, _ = _resolve(estimator, X)
+    L = getattr(est, "lipschitz_bound_", None)
+    certified = None
+    if L is not None:
+        certified = [float(v) for v in certified_accuracy(estimator, X, y, eps=values, norm=norm)]
+    norm_v = _check_norm(norm)
+    return {
+        "name": name if name is not None else _default_name(estimator),
+        "eps": values,
+        "clean": clean,
+        "robust": robust,
+        "certified": certified,
+        "attack": _check_attack(attack),
+        "norm": "l2" if norm_v == 2 else "linf",
+        "steps": int(steps),
+        "step_size": step_size,
+        "random_start": bool(random_start),
+        "loss": loss,
+        "clip": None if clip is None else list(_check_clip(clip)),
+        "n_samples": len(np.asarray(y)),
+        "lipschitz_bound": None if L is None else float(L),
+    }
+
+
+def _as_curves(results) -> list[dict]:
+    if isinstance(results, Mapping) and "robust" in results:
+        return [dict(results)]
+    if isinstance(results, Mapping):
+        return [{**dict(r), "name": str(k)} for k, r in results.items()]
+    return [dict(r) for r in results]
+
+
+def format_table(curves, *, percent: bool = True) -> str:
+    """A Markdown table of one or several :func:`robustness_curve` results.
+
+    One row per estimator and metric (robust, certified), one column per radius.
+    Radii may differ between curves: the columns are their union, ``-`` marks a
+    missing value.
+
+    Parameters
+    ----------
+    curves : dict, list of dict, or dict name -> dict
+    percent : bool, default=True
+        Accuracies in percent with one decimal; otherwise fractions.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> curve = {"name": "net", "eps": [0.0, 0.5], "clean": 0.9, "robust": [0.9, 0.5],
+    ...          "certified": [0.8, 0.2], "attack": "pgd", "steps": 20, "norm": "l2"}
+    >>> print(format_table(curve))
+    | estimator | accuracy (%) | eps=0 | eps=0.5 |
+    |---|---|---|---|
+    | net | robust (pgd, l2, 20 steps) | 90.0 | 50.0 |
+    | net | certified | 80.0 | 20.0 |
+    """
+    curves = _as_curves(curves)
+    radii = sorted({float(e) for c in curves for e in c["eps"]})
+
+    def fmt(v):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        return f"{100 * v:.1f}" if percent else f"{v:.3f}"
+
+    head = ["estimator", "accuracy (%)" if percent else "accuracy"] + [f"eps={e:g}" for e in radii]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in curves:
+        attack = c.get("attack", "attack")
+        desc = f"robust ({attack}, {c.get('norm', 'l2')}"
+        if attack != "fgsm" and "steps" in c:
+            desc += f", {c['steps']} steps"
+        rows = [(desc + ")", c["robust"])]
+        if c.get("certified") is not None:
+            rows.append(("certified", c["certified"]))
+        for label, vals in rows:
+            by_eps = {float(e): v for e, v in zip(c["eps"], vals)}
+            cells = [c.get("name", ""), label] + [fmt(by_eps.get(e)) for e in radii]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_robustness_curve(results, ax=None, *, certified: bool = True):
+    """Plot accuracy against ``eps`` for one or several estimators.
+
+    Each estimator gets one colour: its robust accuracy (attack) as a solid line
+    with markers, its certified accuracy as a dashed line, as in the chapter's
+    figure.
+
+    Parameters
+    ----------
+    results : dict, list of dict, or dict name -> dict
+        :func:`robustness_curve` results.
+    ax : matplotlib Axes, optional
+        Axes to draw on; a new figure is made otherwise (``plt.show`` is not called).
+    certified : bool, default=True
+        Also draw the certified accuracy where the result has one.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> curve = {"name": "net", "eps": [0.0, 0.5], "clean": 0.9, "robust": [0.9, 0.5],
+    ...          "certified": [0.8, 0.2]}
+    >>> ax = plot_robustness_curve([curve, {**curve, "name": "other", "certified": None}])
+    >>> [line.get_label() for line in ax.lines]
+    ['net', 'net (certified)', 'other']
+    """
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(6, 4))
+    curves = _as_curves(results)
+    norms = set()
+    for i, c in enumerate(curves):
+        color = f"C{i % 10}"
+        name = c.get("name") or f"estimator {i}"
+        norms.add(c.get("norm", "l2"))
+        ax.plot(c["eps"], c["robust"], "-o", color=color, label=name)
+        if certified and c.get("certified") is not None:
+            ax.plot(
+                c["eps"],
+                c["certified"],
+                "--",
+                marker="s",
+                markersize=4,
+                color=color,
+                label=f"{name} (certified)",
+            )
+    norm = norms.pop() if len(norms) == 1 else "norm"
+    ax.set_xlabel(f"eps ({'l2' if norm == 'l2' else 'l-inf' if norm == 'linf' else norm})")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return ax

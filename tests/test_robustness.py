@@ -1,0 +1,413 @@
+"""Tests for stablekeras.robustness: attacks, robust and certified accuracy, scorers, curves.
+
+Every estimator is fitted once per module on scikit-learn's digits (pixels / 16).
+"""
+
+from __future__ import annotations
+
+import doctest
+import pickle
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_validate  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import MinMaxScaler, StandardScaler  # noqa: E402
+
+from stablekeras import StableClassifier, robustness  # noqa: E402
+from stablekeras.robustness import (  # noqa: E402
+    certified_accuracy,
+    certified_radius,
+    format_table,
+    generate_adversarial,
+    make_certified_scorer,
+    make_robustness_scorer,
+    plot_robustness_curve,
+    robust_accuracy,
+    robustness_curve,
+)
+
+
+# ---- fixtures ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    order = np.random.RandomState(0).permutation(len(X))
+    X = (X[order] / 16).astype(np.float32)
+    y = y[order]
+    return X[:1200], y[:1200], X[1200:1500], y[1200:1500]
+
+
+@pytest.fixture(scope="module")
+def resnet(digits):
+    """The unconstrained baseline: accurate, and easy to attack."""
+    Xtr, ytr, _, _ = digits
+    return StableClassifier(constraint="none", depth=2, epochs=10, random_state=0).fit(Xtr, ytr)
+
+
+@pytest.fixture(scope="module")
+def certified_net(digits):
+    """Non-expansive blocks, lift and projection capped at norm 1, hinge loss: L <= 1."""
+    Xtr, ytr, _, _ = digits
+    clf = StableClassifier(
+        loss="hinge", margin=0.5, max_norm=1.0, depth=2, width=32, epochs=10, random_state=0
+    )
+    return clf.fit(Xtr, ytr)
+
+
+def _traces():
+    return robustness._TRACE_COUNT["attack"]
+
+
+# ---- attack mechanics ------------------------------------------------------------------------
+@pytest.mark.parametrize("attack", ["fgsm", "pgd", "bim", "mim"])
+@pytest.mark.parametrize("norm", [2, np.inf])
+def test_adversarial_examples_stay_in_ball_and_clip_range(resnet, digits, attack, norm):
+    _, _, X, y = digits
+    X, y = X[:100], y[:100]
+    eps = 0.6 if norm == 2 else 0.05
+    X_adv = generate_adversarial(resnet, X, y, attack=attack, eps=eps, norm=norm, steps=5)
+    assert X_adv.dtype == np.float32 and X_adv.shape == X.shape
+    delta = (X_adv - X).astype(np.float64)
+    size = np.linalg.norm(delta, axis=1) if norm == 2 else np.abs(delta).max(axis=1)
+    assert np.all(size <= eps + 1e-5)
+    assert X_adv.min() >= 0.0 and X_adv.max() <= 1.0
+    assert size.max() > 0.5 * eps  # it did move
+
+
+def test_random_start_is_deterministic_with_random_state(resnet, digits):
+    _, _, X, y = digits
+    X, y = X[:150], y[:150]
+    kw = dict(eps=0.5, steps=3, random_start=True, batch_size=64)
+    a = generate_adversarial(resnet, X, y, random_state=0, **kw)
+    b = generate_adversarial(resnet, X, y, random_state=0, **kw)
+    c = generate_adversarial(resnet, X, y, random_state=1, **kw)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-3
+    assert np.all(np.linalg.norm(a - X, axis=1) <= 0.5 + 1e-5)
+    assert a.min() >= 0.0 and a.max() <= 1.0
+
+
+def test_pgd_breaks_the_unconstrained_network(resnet, digits):
+    _, _, X, y = digits
+    clean = resnet.score(X, y)
+    assert clean > 0.85
+    robust = robust_accuracy(resnet, X, y, eps=0.5, norm=2, steps=20)
+    assert robust < 0.5 * clean
+    # the margin (Carlini-Wagner) loss and l-inf PGD also break it
+    assert robust_accuracy(resnet, X, y, eps=0.5, steps=10, loss="margin") < 0.5 * clean
+    assert robust_accuracy(resnet, X, y, eps=0.08, steps=10, norm="linf") < 0.5 * clean
+
+
+@pytest.mark.parametrize("norm", [2, np.inf])
+def test_attacks_match_cleverhans_functions(resnet, digits, norm):
+    """The eps-scaled while-loop takes CleverHans's steps: compare with direct calls."""
+    from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+    from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
+    from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+
+    _, _, X, y = digits
+    X, y = X[:100], y[:100]
+    eps = 0.5 if norm == 2 else 0.05
+    x, labels = tf.constant(X), tf.constant(y)
+
+    def model_fn(z):
+        return resnet.model_(z, training=False)
+
+    common = dict(clip_min=0.0, clip_max=1.0, y=labels, sanity_checks=False)
+    references = {
+        "pgd": projected_gradient_descent(model_fn, x, eps, eps / 4, 10, norm, **common),
+        "mim": momentum_iterative_method(model_fn, x, eps, eps / 4, 10, norm, **common),
+        "fgsm": fast_gradient_method(model_fn, x, eps, norm, **common),
+    }
+    for attack, reference in references.items():
+        ours = generate_adversarial(
+            resnet, X, y, attack=attack, eps=eps, norm=norm, steps=10, step_size=eps / 4
+        )
+        # equal up to rounding; with l-inf, up to the sign of (near-)zero gradient entries
+        close = np.abs(ours - reference.numpy()) <= 1e-4
+        assert close.mean() > (0.999 if norm == 2 else 0.99), attack
+
+
+def test_one_trace_for_all_batches_and_radii(resnet, digits):
+    _, _, X, y = digits
+    X, y = X[:250], y[:250]  # batches of 100, 100 and a partial 50
+    robustness._CACHE.pop(resnet.model_, None)  # start from an empty cache
+    before = _traces()
+    robust_accuracy(resnet, X, y, eps=0.3, steps=7, batch_size=100)
+    assert _traces() - before == 1
+    robust_accuracy(resnet, X, y, eps=0.7, steps=7, batch_size=64)
+    generate_adversarial(resnet, X[:10], y[:10], eps=1.1, steps=3, step_size=0.5)
+    assert _traces() - before == 1
+
+
+def test_eps_zero_is_clean_accuracy_without_attack(resnet, digits):
+    _, _, X, y = digits
+    before = _traces()
+    assert robust_accuracy(resnet, X, y, eps=0) == pytest.approx(resnet.score(X, y))
+    np.testing.assert_array_equal(generate_adversarial(resnet, X, y, eps=0.0), X)
+    assert _traces() == before
+
+
+def test_labels_are_mapped_through_classes(resnet, digits):
+    _, _, X, y = digits
+    assert robust_accuracy(resnet, X, y, eps=0) == pytest.approx(resnet.score(X, y))
+    with pytest.raises(ValueError, match="not fitted on"):
+        robust_accuracy(resnet, X[:3], np.array([0, 1, 42]), eps=0.1)
+    weights = np.ones(len(y))
+    assert robust_accuracy(resnet, X, y, eps=0.3, steps=5, sample_weight=weights) == pytest.approx(
+        robust_accuracy(resnet, X, y, eps=0.3, steps=5)
+    )
+
+
+def test_progress_bar_when_verbose(resnet, digits, capsys):
+    _, _, X, y = digits
+    robust_accuracy(resnet, X[:120], y[:120], eps=0.3, steps=7, batch_size=40, verbose=1)
+    assert "3/3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(attack="deepfool", eps=0.1), "attack='deepfool'"),
+        (dict(eps=-0.1), "eps=-0.1"),
+        (dict(eps=float("nan")), "eps=nan"),
+        (dict(eps=0.1, norm=1), "norm=1"),
+        (dict(eps=0.1, norm="l3"), "norm='l3'"),
+        (dict(eps=0.1, loss="hinge"), "loss='hinge'"),
+        (dict(eps=0.1, steps=0), "steps=0"),
+        (dict(eps=0.1, step_size=0.5), "step_size=0.5"),
+        (dict(eps=0.1, attack="bim", random_start=True), "no random start"),
+        (dict(eps=0.1, clip=(1.0, 0.0)), "clip"),
+        (dict(eps=0.1, clip=(0.0, 0.5)), "clip=None"),
+    ],
+)
+def test_invalid_arguments_raise_naming_the_value(resnet, digits, kwargs, match):
+    _, _, X, y = digits
+    with pytest.raises(ValueError, match=match):
+        robust_accuracy(resnet, X[:5], y[:5], **kwargs)
+
+
+# ---- the CleverHans attacks that are broken on this stack ------------------------------------
+@pytest.mark.parametrize("name", ["cw", "carlini_wagner_l2", "spsa"])
+def test_broken_attacks_are_rejected_with_an_alternative(resnet, digits, name):
+    _, _, X, y = digits
+    with pytest.raises(ValueError, match=f"attack='{name}' is not supported.*attack='pgd'"):
+        robust_accuracy(resnet, X[:5], y[:5], attack=name, eps=0.1)
+    with pytest.raises(ValueError, match="not supported"):
+        make_robustness_scorer(attack=name, eps=0.1)
+
+
+def test_upstream_attacks_are_still_broken(resnet, digits):
+    """Why they are rejected. If this fails, CleverHans was fixed: consider enabling them."""
+    from cleverhans.tf2.attacks.basic_iterative_method import basic_iterative_method
+    from cleverhans.tf2.attacks.carlini_wagner_l2 import carlini_wagner_l2
+    from cleverhans.tf2.attacks.spsa import spsa
+
+    _, _, X, y = digits
+    x = tf.constant(X[:2])
+    model_fn = resnet.model_
+    with pytest.raises(TypeError):  # Keras 3: optimizer.variables is a list
+        carlini_wagner_l2(model_fn, x, binary_search_steps=1, max_iterations=1)
+    with pytest.raises((TypeError, ValueError)):  # Keras 3 optimizers take no `lr`
+        spsa(model_fn, x[:1], tf.constant(y[:1]), 0.1, 1)
+    with pytest.raises(ValueError):  # NumPy 2: ragged sanity-check list
+        basic_iterative_method(model_fn, x, 0.1, 0.01, 2, np.inf, clip_min=0.0, clip_max=1.0)
+
+
+def _bim_reference(model, X, y, eps, alpha, steps):
+    """An independent l-inf basic iterative method (Kurakin et al. 2016), eagerly."""
+    x0 = tf.constant(X)
+    x = tf.identity(x0)
+    labels = tf.constant(y)
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels, model(x, training=False))
+            )
+        x = x + alpha * tf.sign(tape.gradient(loss, x))
+        x = tf.clip_by_value(tf.clip_by_value(x, x0 - eps, x0 + eps), 0.0, 1.0)
+    return x.numpy()
+
+
+def test_bim_is_the_basic_iterative_method(resnet, digits):
+    _, _, X, y = digits
+    X, y = X[:100], y[:100]
+    eps, steps = 0.05, 8
+    ours = generate_adversarial(
+        resnet, X, y, attack="bim", eps=eps, norm=np.inf, steps=steps, step_size=eps / 4
+    )
+    ref = _bim_reference(resnet.model_, X, y, eps, eps / 4, steps)
+    # identical up to sign flips of (near-)zero gradient entries
+    assert np.mean(np.abs(ours - ref) <= 1e-5) > 0.99
+    assert np.mean(resnet.predict(ours) == resnet.predict(ref)) > 0.98
+
+
+# ---- certificates ------------------------------------------------------------------------------
+def test_certificates_are_sound(certified_net, digits):
+    _, _, X, y = digits
+    assert certified_net.lipschitz_bound_ <= 1.0 + 1e-6
+    eps = 0.25
+    radius = certified_radius(certified_net, X)
+    correct = certified_net.predict(X) == y
+    certified = correct & (radius > eps)
+    cert_acc = certified_accuracy(certified_net, X, y, eps=eps)
+    assert certified.mean() == pytest.approx(cert_acc)
+    assert cert_acc > 0.2  # non-trivial
+    for loss in ("crossentropy", "margin"):
+        X_adv = generate_adversarial(certified_net, X, y, eps=eps, steps=20, loss=loss)
+        adv_correct = certified_net.predict(X_adv) == y
+        # no certified point is broken, so certified accuracy <= robust accuracy
+        assert np.all(adv_correct[certified])
+        robust = robust_accuracy(certified_net, X, y, eps=eps, steps=20, loss=loss)
+        assert robust == pytest.approx(np.mean(correct & adv_correct))
+        assert cert_acc <= robust
+
+
+def test_certified_accuracy_over_radii(certified_net, digits):
+    _, _, X, y = digits
+    radii = [0.0, 0.1, 0.25, 0.5, 2.0]
+    acc = certified_accuracy(certified_net, X, y, eps=radii)
+    assert isinstance(acc, np.ndarray) and acc.shape == (5,)
+    assert np.all(np.diff(acc) <= 0) and acc[-1] == 0.0
+    assert acc[0] <= certified_net.score(X, y)
+    # an l-inf ball of radius e lies in the l2 ball of radius sqrt(64) e
+    assert certified_accuracy(certified_net, X, y, eps=0.02, norm="inf") == pytest.approx(
+        certified_accuracy(certified_net, X, y, eps=0.16)
+    )
+    with pytest.raises(ValueError, match="eps=-1"):
+        certified_accuracy(certified_net, X, y, eps=[0.1, -1])
+
+
+# ---- scorers ------------------------------------------------------------------------------------
+def test_scorers_in_grid_search(digits):
+    Xtr, ytr, _, _ = digits
+    scoring = {
+        "accuracy": "accuracy",
+        "robust": make_robustness_scorer(eps=0.5, steps=3),
+        "certified": make_certified_scorer(eps=0.1),
+    }
+    search = GridSearchCV(
+        StableClassifier(depth=1, epochs=1, random_state=0),
+        {"step_size": [0.5, 1.0], "constraint": ["nonexpansive", "none"]},
+        scoring=scoring,
+        refit="robust",
+        cv=2,
+    ).fit(Xtr[:300], ytr[:300])
+    assert search.best_params_["step_size"] in (0.5, 1.0)
+    assert search.best_params_["constraint"] in ("nonexpansive", "none")
+    res = search.cv_results_
+    for key in ("mean_test_accuracy", "mean_test_robust", "mean_test_certified"):
+        assert np.all(np.isfinite(res[key]))
+    assert np.all(res["mean_test_robust"] <= res["mean_test_accuracy"] + 1e-12)
+    assert search.best_index_ == int(np.argmax(res["mean_test_robust"]))
+
+
+def test_scorers_with_pipeline_and_string_labels(digits):
+    Xtr, ytr, Xte, yte = digits
+    names = np.array(list("abcdefghij"))
+    pipe = make_pipeline(MinMaxScaler(), StableClassifier(depth=1, epochs=2, random_state=0))
+    scorer = make_robustness_scorer(eps=0.5, steps=3, clip=None)
+    cv = cross_validate(
+        pipe, Xtr[:400], names[ytr[:400]], cv=2, scoring={"accuracy": "accuracy", "robust": scorer}
+    )
+    assert np.all(np.isfinite(cv["test_robust"]))
+    assert np.all(cv["test_robust"] <= cv["test_accuracy"])
+
+    pipe.fit(Xtr[:400], names[ytr[:400]])
+    X, y = Xte[:100], names[yte[:100]]
+    assert robust_accuracy(pipe, X, y, eps=0, clip=None) == pytest.approx(pipe.score(X, y))
+    # eps is measured after the preprocessing: the same as attacking the final estimator
+    Z = pipe[:-1].transform(X)
+    assert scorer(pipe, X, y) == pytest.approx(
+        robust_accuracy(pipe[-1], Z, y, eps=0.5, steps=3, clip=None)
+    )
+    assert certified_accuracy(pipe, X, y, eps=0.1) == pytest.approx(
+        certified_accuracy(pipe[-1], Z, y, eps=0.1)
+    )
+    # the scaled test points leave [0, 1]: the default clip says so clearly
+    out = np.vstack([X, Xtr[:1] * 0 + 2.0])
+    with pytest.raises(ValueError, match="after the pipeline's preprocessing.*clip=None"):
+        robust_accuracy(pipe, out, np.append(y, "a"), eps=0.1)
+    # pickles (travels to joblib workers) and scores the same afterwards
+    again = pickle.loads(pickle.dumps(scorer))
+    assert again(pipe, X, y) == pytest.approx(scorer(pipe, X, y))
+    assert "eps=0.5" in repr(again)
+
+
+def test_standard_scaler_pipeline(digits):
+    Xtr, ytr, Xte, yte = digits
+    pipe = make_pipeline(StandardScaler(), StableClassifier(depth=1, epochs=1, random_state=0))
+    pipe.fit(Xtr[:300], ytr[:300])
+    robust = robust_accuracy(pipe, Xte[:50], yte[:50], eps=1.0, steps=3, clip=None)
+    assert 0.0 <= robust <= pipe.score(Xte[:50], yte[:50])
+
+
+# ---- curves, tables, plots ------------------------------------------------------------------
+def test_robustness_curve_table_and_plot(resnet, certified_net, digits, tmp_path):
+    _, _, X, y = digits
+    radii = [0.0, 0.25, 0.5, 1.0]
+    curves = {
+        "resnet": robustness_curve(resnet, X, y, eps=radii, steps=10),
+        "non-expansive": robustness_curve(certified_net, X, y, eps=radii, steps=10),
+    }
+    for clf, curve in zip((resnet, certified_net), curves.values()):
+        assert curve["eps"] == radii
+        assert curve["clean"] == pytest.approx(clf.score(X, y))
+        assert curve["robust"][0] == curve["clean"]
+        assert np.all(np.diff(curve["robust"]) <= 0.01)
+        assert np.all(np.array(curve["certified"]) <= np.array(curve["robust"]) + 1e-12)
+        assert curve["attack"] == "pgd" and curve["norm"] == "l2" and curve["steps"] == 10
+    assert curves["resnet"]["name"] == "StableClassifier(none)"
+    table = format_table(curves)
+    assert table.count("\n") == 1 + 4 and "| resnet | robust (pgd, l2, 10 steps) |" in table
+
+    ax = plot_robustness_curve(curves)
+    labels = [line.get_label() for line in ax.lines]
+    assert labels == ["resnet", "resnet (certified)", "non-expansive", "non-expansive (certified)"]
+    assert ax.lines[0].get_color() == ax.lines[1].get_color() != ax.lines[2].get_color()
+    assert ax.lines[0].get_linestyle() == "-" and ax.lines[1].get_linestyle() == "--"
+    path = tmp_path / "curve.png"
+    ax.figure.savefig(path)
+    assert path.stat().st_size > 1000
+    fig, ax2 = plt.subplots()
+    assert plot_robustness_curve(curves["resnet"], ax=ax2, certified=False) is ax2
+    assert len(ax2.lines) == 1
+    plt.close("all")
+
+
+# ---- documentation ---------------------------------------------------------------------------
+def test_public_api():
+    assert set(robustness.__all__) >= {
+        "generate_adversarial",
+        "robust_accuracy",
+        "make_robustness_scorer",
+        "certified_accuracy",
+        "certified_radius",
+        "make_certified_scorer",
+        "robustness_curve",
+        "format_table",
+        "plot_robustness_curve",
+    }
+    for name in robustness.__all__:
+        obj = getattr(robustness, name)
+        assert callable(obj) or isinstance(obj, tuple)
+        if callable(obj):
+            assert "Examples" in obj.__doc__, name
+
+
+def test_module_doctests():
+    result = doctest.testmod(
+        robustness, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    )
+    assert result.attempted > 0
+    assert result.failed == 0
+    plt.close("all")
