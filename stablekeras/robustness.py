@@ -1216,5 +1216,5 @@ def plot_robustness_curve(results, ax=None, *, certified: bool = True):
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     return ax

@@ -1,0 +1,122 @@
+"""Cost of ``robust_accuracy`` against a bare loop of input gradients.
+
+On 500 digits images, l2-PGD with k = 20 steps through
+:func:`stablekeras.robustness.robust_accuracy` is timed against a plain compiled
+loop of k forward + backward passes of the cross-entropy with respect to the
+input (``tf.function`` with an input signature, ``tf.range`` loop) on the same
+model and data. Both are warmed up (traced and compiled) before timing; each
+timing is the best of ``--repeat`` calls and the ratio is the median of three
+(attack, loop) pairs.
+
+Run from the repository root::
+
+    python -m benchmarks.attack_speed
+
+It prints the ratios and writes ``benchmarks/results/attack_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _best(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def measure(model_kind: str, batch_sizes=(256, 500), steps: int = 20, repeat: int = 5) -> list:
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+
+    from stablekeras import StableClassifier
+    from stablekeras.robustness import robust_accuracy
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16).astype(np.float32)
+    kwargs = {"image_shape": (8, 8, 1)} if model_kind == "conv" else {}
+    clf = StableClassifier(epochs=3, random_state=0, **kwargs).fit(X[:1200], y[:1200])
+    X_att, y_att = X[-500:], y[-500:].astype(np.int64)
+    model = clf.model_
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, 64], tf.float32), tf.TensorSpec([None], tf.int64)]
+    )
+    def gradient_loop(x, labels):
+        for _ in tf.range(steps):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                logits = model(x, training=False)
+                loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+            x = x + 1e-3 * tape.gradient(loss, x)
+        return x
+
+    def loop():
+        gradient_loop(X_att, y_att).numpy()
+
+    rows = []
+    for batch_size in batch_sizes:
+
+        def attack(batch_size=batch_size):
+            robust_accuracy(clf, X_att, y_att, eps=0.5, steps=steps, batch_size=batch_size)
+
+        attack()
+        loop()  # warm up: trace and compile both
+        pairs = []
+        for _ in range(3):
+            t_attack = _best(attack, repeat)
+            t_loop = _best(loop, repeat)
+            pairs.append((t_attack, t_loop))
+        ratios = [a / b for a, b in pairs]
+        rows.append(
+            {
+                "model": model_kind,
+                "batch_size": batch_size,
+                "steps": steps,
+                "pairs_seconds": [[round(a, 5), round(b, 5)] for a, b in pairs],
+                "median_ratio": float(np.median(ratios)),
+            }
+        )
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    rows = [row for kind in ("dense", "conv") for row in measure(kind, repeat=args.repeat)]
+    for row in rows:
+        a, b = np.median(np.array(row["pairs_seconds"]), axis=0)
+        print(
+            f"{row['model']:5s} batch {row['batch_size']:3d}: robust_accuracy {1e3 * a:7.1f} ms, "
+            f"gradient loop {1e3 * b:7.1f} ms, median ratio {row['median_ratio']:.2f}"
+        )
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "cpus": os.cpu_count(),
+        "images": 500,
+        "rows": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "attack_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
