@@ -537,7 +537,7 @@ _ATTACK_PARAMS_DOC = """
     clip : (float, float) or None, default=(0.0, 1.0)
         Box the adversarial points stay in (pixels in [0, 1]); ``None`` does not
         clip. ``X`` itself must lie in the box.
-    batch_size : int, default=256
+    batch_size : int, default=512
         Points attacked per call of the compiled attack.
     random_state : int, RandomState or None, default=None
         Seeds the random start, so that two calls give the same points.
@@ -558,7 +558,7 @@ def generate_adversarial(
     random_start: bool = False,
     loss: str = "crossentropy",
     clip: tuple[float, float] | None = (0.0, 1.0),
-    batch_size: int = 256,
+    batch_size: int = 512,
     random_state=None,
     verbose: int = 0,
 ) -> np.ndarray:
@@ -657,7 +657,7 @@ def robust_accuracy(
     random_start: bool = False,
     loss: str = "crossentropy",
     clip: tuple[float, float] | None = (0.0, 1.0),
-    batch_size: int = 256,
+    batch_size: int = 512,
     random_state=None,
     verbose: int = 0,
     sample_weight=None,
@@ -769,7 +769,7 @@ def make_robustness_scorer(
     random_start: bool = False,
     loss: str = "crossentropy",
     clip: tuple[float, float] | None = (0.0, 1.0),
-    batch_size: int = 256,
+    batch_size: int = 512,
     random_state=None,
     verbose: int = 0,
 ) -> Callable:
@@ -1014,7 +1014,7 @@ def robustness_curve(
     random_start: bool = False,
     loss: str = "crossentropy",
     clip: tuple[float, float] | None = (0.0, 1.0),
-    batch_size: int = 256,
+    batch_size: int = 512,
     random_state=None,
     verbose: int = 0,
     name: str | None = None,
