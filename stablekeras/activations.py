@@ -146,9 +146,7 @@ class Softplus(SlopeRestrictedActivation):
         return ops.softplus(x)
 
 
-_BY_NAME = {
-    cls.name: cls for cls in (ReLU, LeakyReLU, ELU, Tanh, Sigmoid, Softplus)
-}
+_BY_NAME = {cls.name: cls for cls in (ReLU, LeakyReLU, ELU, Tanh, Sigmoid, Softplus)}
 _ALIASES = {"leakyrelu": "leaky_relu", "leaky-relu": "leaky_relu", "logistic": "sigmoid"}
 
 

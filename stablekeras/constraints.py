@@ -83,7 +83,8 @@ class SpectralNorm(keras.constraints.Constraint):
             return spectral.dense_gram_bound(w, self.iterations)
         if w.shape.rank != 4:
             raise ValueError(
-                f"SpectralNorm expects a 2-D dense or 4-D convolution kernel. Received shape {w.shape}"
+                "SpectralNorm expects a 2-D dense or 4-D convolution kernel. "
+                f"Received shape {w.shape}"
             )
         if tuple(w.shape[:2]) == (1, 1) and self.strides == (1, 1):
             return spectral.dense_gram_bound(tf.reshape(w, w.shape[2:]), self.iterations)

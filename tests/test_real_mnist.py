@@ -1,4 +1,4 @@
-"""Real images (marked slow): ../shared/data/mnist-t10k, first 8,000 to train, last 2,000 held out."""
+"""Real images (marked slow): ../shared/data/mnist-t10k, 8,000 to train, the last 2,000 held out."""
 
 import pytest
 

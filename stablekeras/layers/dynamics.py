@@ -43,13 +43,23 @@ class AntisymmetricDense(keras.layers.Layer):
     (2, 3)
     """
 
-    def __init__(self, step_size: float = 0.1, gamma: float = 0.01, activation="tanh",
-                 use_bias: bool = True, kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(
+        self,
+        step_size: float = 0.1,
+        gamma: float = 0.01,
+        activation="tanh",
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.step_size = positive_float(step_size, "step_size")
         gamma = float(gamma)
         if not gamma >= 0:
-            raise ValueError(f"Received an invalid value for `gamma`, expected gamma >= 0. Received: gamma={gamma}")
+            raise ValueError(
+                "Received an invalid value for `gamma`, expected gamma >= 0. "
+                f"Received: gamma={gamma}"
+            )
         self.gamma = gamma
         self.activation = _activations.get(activation)
         self.use_bias = bool(use_bias)
@@ -57,13 +67,21 @@ class AntisymmetricDense(keras.layers.Layer):
 
     def build(self, input_shape):
         d = int(input_shape[-1])
-        self.kernel = self.add_weight(name="kernel", shape=(d, d), initializer=self.kernel_initializer)
-        self.bias = self.add_weight(name="bias", shape=(d,), initializer="zeros") if self.use_bias else None
+        self.kernel = self.add_weight(
+            name="kernel", shape=(d, d), initializer=self.kernel_initializer
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(d,), initializer="zeros") if self.use_bias else None
+        )
 
     def matrix(self):
         """``M = W - W^T - gamma I``."""
         d = tf.shape(self.kernel)[0]
-        return self.kernel - tf.transpose(self.kernel) - self.gamma * tf.eye(d, dtype=self.kernel.dtype)
+        return (
+            self.kernel
+            - tf.transpose(self.kernel)
+            - self.gamma * tf.eye(d, dtype=self.kernel.dtype)
+        )
 
     def call(self, inputs, training=None):
         x = tf.convert_to_tensor(inputs)
@@ -81,9 +99,14 @@ class AntisymmetricDense(keras.layers.Layer):
         return 1.0 + self.step_size * self.activation.slope * spectral.dense_norm(m)
 
     def get_config(self):
-        return {**super().get_config(), "step_size": self.step_size, "gamma": self.gamma,
-                "activation": _activations.serialize(self.activation), "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+        return {
+            **super().get_config(),
+            "step_size": self.step_size,
+            "gamma": self.gamma,
+            "activation": _activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }
 
 
 @keras.saving.register_keras_serializable(package="stablekeras")
@@ -117,8 +140,14 @@ class HamiltonianDense(keras.layers.Layer):
     (2, 6)
     """
 
-    def __init__(self, units: int, step_size: float = 0.1, activation="tanh",
-                 kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(
+        self,
+        units: int,
+        step_size: float = 0.1,
+        activation="tanh",
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.units = positive_int(units, "units")
         self.step_size = positive_float(step_size, "step_size")
@@ -128,11 +157,18 @@ class HamiltonianDense(keras.layers.Layer):
     def build(self, input_shape):
         d = int(input_shape[-1])
         if d % 2:
-            raise ValueError(f"HamiltonianDense needs an even input dimension to split into two halves. Received: {d}")
+            raise ValueError(
+                "HamiltonianDense needs an even input dimension to split into two halves. "
+                f"Received: {d}"
+            )
         m = d // 2
         self._half = m
-        self.kernel_1 = self.add_weight(name="kernel_1", shape=(m, self.units), initializer=self.kernel_initializer)
-        self.kernel_2 = self.add_weight(name="kernel_2", shape=(m, self.units), initializer=self.kernel_initializer)
+        self.kernel_1 = self.add_weight(
+            name="kernel_1", shape=(m, self.units), initializer=self.kernel_initializer
+        )
+        self.kernel_2 = self.add_weight(
+            name="kernel_2", shape=(m, self.units), initializer=self.kernel_initializer
+        )
         self.bias_1 = self.add_weight(name="bias_1", shape=(self.units,), initializer="zeros")
         self.bias_2 = self.add_weight(name="bias_2", shape=(self.units,), initializer="zeros")
 
@@ -140,8 +176,12 @@ class HamiltonianDense(keras.layers.Layer):
         x = tf.convert_to_tensor(inputs)
         y, z = x[..., : self._half], x[..., self._half :]
         h, s = self.step_size, self.activation
-        y = y + h * tf.matmul(s(tf.matmul(z, self.kernel_1) + self.bias_1), self.kernel_1, transpose_b=True)
-        z = z - h * tf.matmul(s(tf.matmul(y, self.kernel_2) + self.bias_2), self.kernel_2, transpose_b=True)
+        y = y + h * tf.matmul(
+            s(tf.matmul(z, self.kernel_1) + self.bias_1), self.kernel_1, transpose_b=True
+        )
+        z = z - h * tf.matmul(
+            s(tf.matmul(y, self.kernel_2) + self.bias_2), self.kernel_2, transpose_b=True
+        )
         return tf.concat([y, z], axis=-1)
 
     def compute_output_shape(self, input_shape):
@@ -155,6 +195,10 @@ class HamiltonianDense(keras.layers.Layer):
         return (1.0 + c * n1**2) * (1.0 + c * n2**2)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "step_size": self.step_size,
-                "activation": _activations.serialize(self.activation),
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "step_size": self.step_size,
+            "activation": _activations.serialize(self.activation),
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }

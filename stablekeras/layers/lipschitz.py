@@ -12,7 +12,9 @@ __all__ = ["SpectralDense", "SpectralConv2D"]
 
 
 class _Bounded(keras.layers.Layer):
-    def __init__(self, *, max_norm=1.0, activation=None, use_bias=True, bias_initializer="zeros", **kwargs):
+    def __init__(
+        self, *, max_norm=1.0, activation=None, use_bias=True, bias_initializer="zeros", **kwargs
+    ):
         super().__init__(**kwargs)
         self.max_norm = None if max_norm is None else positive_float(max_norm, "max_norm")
         self.activation = None if activation is None else _activations.get(activation)
@@ -53,7 +55,9 @@ class _Bounded(keras.layers.Layer):
             **super().get_config(),
             **self._operator_config(),
             "max_norm": self.max_norm,
-            "activation": None if self.activation is None else _activations.serialize(self.activation),
+            "activation": None
+            if self.activation is None
+            else _activations.serialize(self.activation),
             "use_bias": self.use_bias,
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
         }

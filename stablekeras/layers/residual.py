@@ -13,7 +13,9 @@ __all__ = ["ResidualDense", "ResidualConv2D"]
 
 
 class _Residual(keras.layers.Layer):
-    def __init__(self, *, step_size=1.0, activation="relu", kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(
+        self, *, step_size=1.0, activation="relu", kernel_initializer="glorot_uniform", **kwargs
+    ):
         super().__init__(**kwargs)
         self.step_size = positive_float(step_size, "step_size")
         self.activation = _activations.get(activation)
@@ -64,18 +66,30 @@ class ResidualDense(_Residual):
     (2, 3)
     """
 
-    def __init__(self, units: int, step_size: float = 1.0, activation="relu",
-                 kernel_initializer="glorot_uniform", **kwargs):
-        super().__init__(step_size=step_size, activation=activation,
-                         kernel_initializer=kernel_initializer, **kwargs)
+    def __init__(
+        self,
+        units: int,
+        step_size: float = 1.0,
+        activation="relu",
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(
+            step_size=step_size,
+            activation=activation,
+            kernel_initializer=kernel_initializer,
+            **kwargs,
+        )
         self.units = positive_int(units, "units")
 
     def build(self, input_shape):
         d = int(input_shape[-1])
-        self.kernel_a = self.add_weight(name="kernel_a", shape=(d, self.units),
-                                        initializer=self.kernel_initializer)
-        self.kernel_b = self.add_weight(name="kernel_b", shape=(self.units, d),
-                                        initializer=self.kernel_initializer)
+        self.kernel_a = self.add_weight(
+            name="kernel_a", shape=(d, self.units), initializer=self.kernel_initializer
+        )
+        self.kernel_b = self.add_weight(
+            name="kernel_b", shape=(self.units, d), initializer=self.kernel_initializer
+        )
         self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
 
     def _first(self, x):
@@ -85,8 +99,10 @@ class ResidualDense(_Residual):
         return tf.matmul(z, self.kernel_b)
 
     def _norms(self):
-        return (spectral.dense_norm(keras.ops.convert_to_numpy(self.kernel_a)),
-                spectral.dense_norm(keras.ops.convert_to_numpy(self.kernel_b)))
+        return (
+            spectral.dense_norm(keras.ops.convert_to_numpy(self.kernel_a)),
+            spectral.dense_norm(keras.ops.convert_to_numpy(self.kernel_b)),
+        )
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
@@ -114,20 +130,37 @@ class ResidualConv2D(_Residual):
     (1, 5, 5, 2)
     """
 
-    def __init__(self, filters: int, kernel_size=3, step_size: float = 1.0, activation="relu",
-                 kernel_initializer="glorot_uniform", **kwargs):
-        super().__init__(step_size=step_size, activation=activation,
-                         kernel_initializer=kernel_initializer, **kwargs)
+    def __init__(
+        self,
+        filters: int,
+        kernel_size=3,
+        step_size: float = 1.0,
+        activation="relu",
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(
+            step_size=step_size,
+            activation=activation,
+            kernel_initializer=kernel_initializer,
+            **kwargs,
+        )
         self.filters = positive_int(filters, "filters")
         self.kernel_size = spectral._pair(kernel_size, "kernel_size")
 
     def build(self, input_shape):
         h, w, c = (int(v) for v in input_shape[1:])
         self._hw = (h, w)
-        self.kernel_a = self.add_weight(name="kernel_a", shape=(*self.kernel_size, c, self.filters),
-                                        initializer=self.kernel_initializer)
-        self.kernel_b = self.add_weight(name="kernel_b", shape=(*self.kernel_size, self.filters, c),
-                                        initializer=self.kernel_initializer)
+        self.kernel_a = self.add_weight(
+            name="kernel_a",
+            shape=(*self.kernel_size, c, self.filters),
+            initializer=self.kernel_initializer,
+        )
+        self.kernel_b = self.add_weight(
+            name="kernel_b",
+            shape=(*self.kernel_size, self.filters, c),
+            initializer=self.kernel_initializer,
+        )
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
 
     def _first(self, x):
@@ -143,4 +176,8 @@ class ResidualConv2D(_Residual):
         )
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size)}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": list(self.kernel_size),
+        }
