@@ -23,3 +23,28 @@ def test_attack_speed_reports_one_row_per_batch_size():
     assert pairs.shape == (3, 2) and np.all(pairs > 0)
     assert rows[0]["steps"] == 3
     assert np.isclose(rows[0]["median_ratio"], np.median(pairs[:, 0] / pairs[:, 1]), rtol=5e-2)
+
+
+def test_peer_like_layers_are_one_lipschitz():
+    """GroupSort2 preserves norms and l2-norm pooling is 1-Lipschitz: their bound of 1 holds."""
+    from benchmarks.peer_like_mnist import _layers
+
+    GroupSort2, Pool = _layers()
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(2, 64, 8, 8, 6)).astype("float32")
+    sort, pool = GroupSort2(), Pool()
+    np.testing.assert_allclose(
+        np.linalg.norm(np.asarray(sort(x)).reshape(64, -1), axis=1),
+        np.linalg.norm(x.reshape(64, -1), axis=1),
+        rtol=1e-5,
+    )
+    for layer in (sort, pool):
+        out = np.asarray(layer(x)) - np.asarray(layer(y))
+        ratio = np.linalg.norm(out.reshape(64, -1), axis=1) / np.linalg.norm(
+            (x - y).reshape(64, -1), axis=1
+        )
+        assert ratio.max() <= layer.lipschitz_bound() * (1 + 1e-5)
+    # the pooling is tight on a single nonzero window: ||pool(x)|| = ||x||
+    z = np.zeros((1, 4, 4, 1), "float32")
+    z[0, :2, :2, 0] = [[3.0, 0.0], [0.0, 4.0]]
+    assert np.isclose(float(np.asarray(pool(z)).max()), 5.0, atol=1e-5)
