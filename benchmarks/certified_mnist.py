@@ -1,6 +1,6 @@
 """Certified and empirical l2 robustness on real MNIST, beside deel-lip's demo configuration.
 
-Run ``python -m benchmarks.certified_mnist`` (about 10 minutes on 2 cores: the fit
+Run ``python -m benchmarks.certified_mnist`` (about 5 minutes on 2 cores: the fit
 is most of it), or ``python -m benchmarks.certified_mnist --smoke`` for a quick
 pass on a few hundred images. The split is the project's (``benchmarks._data``):
 the first 8,000 images of the MNIST test set for training, the last 2,000 held
