@@ -164,6 +164,54 @@ def lipschitz_search(model, X, *, n_pairs: int = 256, steps: int = 50, seed: int
     return best
 
 
+def pgd_columns(clf, X, y, logits, lipschitz: float, *, steps: int = 100, verbose=False) -> dict:
+    """The PGD columns of the table for a fitted classifier, and the soundness count.
+
+    l2-PGD of ``steps`` steps of ``0.1 eps`` from the clean image, once with
+    cross-entropy and once with the margin loss, at each of ``PGD_EPS``.
+    ``logits`` are the model's on ``X`` and ``lipschitz`` its bound. Returns
+    ``pgd`` (the lower of the two accuracies, the peer's protocol),
+    ``pgd_by_loss``, ``pgd_both_attacks_per_point`` (robust only if both fail)
+    and ``certified_but_attacked`` (points certified at eps that an attack broke).
+    """
+    from stablekeras.robustness import generate_adversarial
+
+    labels = np.searchsorted(clf.classes_, y)
+    clean = logits.argmax(axis=1) == labels
+    pgd, by_loss, both_attacks, violations = {}, {}, {}, {}
+    for eps in PGD_EPS:
+        both = clean.copy()
+        for loss in ("crossentropy", "margin"):
+            adv = generate_adversarial(
+                clf,
+                X,
+                y,
+                attack="pgd",
+                eps=eps,
+                norm=2,
+                steps=steps,
+                step_size=0.1 * eps,
+                loss=loss,
+                batch_size=500,
+            )
+            ok = clean & (clf.predict(adv) == y)
+            by_loss.setdefault(loss, {})[_key(eps)] = float(np.mean(ok))
+            both &= ok
+        pgd[_key(eps)] = min(v[_key(eps)] for v in by_loss.values())
+        both_attacks[_key(eps)] = float(np.mean(both))
+        # soundness: a point certified at eps must survive both attacks at eps
+        cert = certified_mask(logits, labels, lipschitz, eps)
+        violations[_key(eps)] = int(np.sum(cert & ~both))
+        if verbose:
+            print(f"PGD eps={eps}: {100 * pgd[_key(eps)]:.2f}%", flush=True)
+    return {
+        "pgd": pgd,
+        "pgd_by_loss": by_loss,
+        "pgd_both_attacks_per_point": both_attacks,
+        "certified_but_attacked": violations,
+    }
+
+
 def run(
     params=None,
     *,
@@ -177,7 +225,7 @@ def run(
 ) -> dict:
     """Fit ``StableClassifier(**params)`` on the split and measure everything; returns a dict."""
     from stablekeras import StableClassifier
-    from stablekeras.robustness import certified_accuracy, generate_adversarial
+    from stablekeras.robustness import certified_accuracy
 
     params = dict(ESTIMATOR_PARAMS if params is None else params)
     X_train, y_train, X_test, y_test = load_split(n_train, n_test)
@@ -200,35 +248,10 @@ def run(
     library = certified_accuracy(clf, X_test, y_test, eps=list(CERTIFIED_EPS))
     assert np.allclose(library, [certified[_key(e)] for e in CERTIFIED_EPS])
 
-    X_pgd, y_pgd, logits_pgd = X_test[:n_pgd], y_test[:n_pgd], logits[:n_pgd]
-    clean_pgd = logits_pgd.argmax(axis=1) == labels[:n_pgd]
-    pgd, pgd_by_loss, pgd_both, violations = {}, {}, {}, {}
-    for eps in PGD_EPS:
-        both = clean_pgd.copy()
-        for loss in ("crossentropy", "margin"):
-            adv = generate_adversarial(
-                clf,
-                X_pgd,
-                y_pgd,
-                attack="pgd",
-                eps=eps,
-                norm=2,
-                steps=pgd_steps,
-                step_size=0.1 * eps,
-                loss=loss,
-                batch_size=500,
-            )
-            ok = clean_pgd & (clf.predict(adv) == y_pgd)
-            pgd_by_loss.setdefault(loss, {})[_key(eps)] = float(np.mean(ok))
-            both &= ok
-        # the peer's protocol: the lower of the two attacks' accuracies
-        pgd[_key(eps)] = min(v[_key(eps)] for v in pgd_by_loss.values())
-        pgd_both[_key(eps)] = float(np.mean(both))
-        # soundness: a point certified at eps must survive both attacks at eps
-        cert = certified_mask(logits_pgd, labels[:n_pgd], L, eps)
-        violations[_key(eps)] = int(np.sum(cert & ~both))
-        if verbose:
-            print(f"PGD eps={eps}: {100 * pgd[_key(eps)]:.2f}%", flush=True)
+    X_pgd = X_test[:n_pgd]
+    attacks = pgd_columns(
+        clf, X_pgd, y_test[:n_pgd], logits[:n_pgd], L, steps=pgd_steps, verbose=verbose
+    )
 
     empirical = lipschitz_search(clf.model_, X_test, n_pairs=probe_pairs, steps=probe_steps)
     return {
@@ -239,12 +262,9 @@ def run(
         "pgd_steps": int(pgd_steps),
         "clean": clean,
         "certified": certified,
-        "pgd": pgd,
-        "pgd_by_loss": pgd_by_loss,
-        "pgd_both_attacks_per_point": pgd_both,
+        **attacks,
         "lipschitz_bound": L,
         "empirical_lipschitz": float(empirical),
-        "certified_but_attacked": violations,
         "fit_seconds": float(fit_s),
         "epochs": int(clf.n_iter_),
         "load_average_before_fit": [round(v, 2) for v in load_before],

@@ -95,21 +95,19 @@ def build(n_classes: int = 10):
     )
 
 
-class _Clock:
-    """Keras callback: stop training once ``seconds`` of wall clock have passed."""
+def _stop_after(seconds: float):
+    """A Keras callback that stops training once ``seconds`` of wall clock have passed."""
+    import keras
 
-    def __new__(cls, seconds):
-        import keras
+    class StopAfter(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.start = time.perf_counter()
 
-        class Clock(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.start = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None):
+            if time.perf_counter() - self.start >= seconds:
+                self.model.stop_training = True
 
-            def on_epoch_end(self, epoch, logs=None):
-                if time.perf_counter() - self.start >= seconds:
-                    self.model.stop_training = True
-
-        return Clock()
+    return StopAfter()
 
 
 def main(argv=None) -> dict:
@@ -137,7 +135,7 @@ def main(argv=None) -> dict:
         y_train,
         batch_size=256,
         epochs=args.max_epochs,
-        callbacks=[_Clock(args.seconds)],
+        callbacks=[_stop_after(args.seconds)],
         verbose=0,
     )
     fit_s = time.perf_counter() - start
@@ -150,14 +148,9 @@ def main(argv=None) -> dict:
     logits = clf.logits(X_test)
     clean = float(np.mean(logits.argmax(axis=1) == y_test))
     certified = bench.certified_accuracies(logits, y_test, L)
-    pgd_by_loss = {}
-    for loss in ("crossentropy", "margin"):
-        for eps in bench.PGD_EPS:
-            adv = bench_attack(clf, X_test[: args.n_pgd], y_test[: args.n_pgd], eps, loss)
-            ok = (logits[: args.n_pgd].argmax(axis=1) == y_test[: args.n_pgd]) & (
-                clf.predict(adv) == y_test[: args.n_pgd]
-            )
-            pgd_by_loss.setdefault(loss, {})[bench._key(eps)] = float(np.mean(ok))
+    attacks = bench.pgd_columns(
+        clf, X_test[: args.n_pgd], y_test[: args.n_pgd], logits[: args.n_pgd], L
+    )
     result = {
         "what": "the peer's demo architecture and loss from stablekeras parts (not deel-lip)",
         "fit_seconds": fit_s,
@@ -165,8 +158,7 @@ def main(argv=None) -> dict:
         "lipschitz_bound": L,
         "clean": clean,
         "certified": certified,
-        "pgd_by_loss": pgd_by_loss,
-        "pgd": {k: min(v[k] for v in pgd_by_loss.values()) for k in pgd_by_loss["margin"]},
+        **attacks,
         "n_pgd": args.n_pgd,
         "load_average_end": [round(v, 2) for v in os.getloadavg()],
         "date": time.strftime("%Y-%m-%d"),
@@ -178,20 +170,11 @@ def main(argv=None) -> dict:
         f"clean {100 * clean:.2f}, certified "
         + "/".join(f"{100 * v:.1f}" for v in certified.values())
         + ", PGD cross-entropy "
-        + "/".join(f"{100 * v:.1f}" for v in pgd_by_loss["crossentropy"].values())
+        + "/".join(f"{100 * v:.1f}" for v in result["pgd_by_loss"]["crossentropy"].values())
         + ", PGD margin "
-        + "/".join(f"{100 * v:.1f}" for v in pgd_by_loss["margin"].values())
+        + "/".join(f"{100 * v:.1f}" for v in result["pgd_by_loss"]["margin"].values())
     )
     return result
-
-
-def bench_attack(clf, X, y, eps, loss):
-    """The attack of ``benchmarks.certified_mnist``: l2-PGD, 100 steps of 0.1 eps."""
-    from stablekeras.robustness import generate_adversarial
-
-    return generate_adversarial(
-        clf, X, y, attack="pgd", eps=eps, norm=2, steps=100, step_size=0.1 * eps, loss=loss
-    )
 
 
 if __name__ == "__main__":
