@@ -11,6 +11,7 @@ bytes. They work in pipelines, ``clone``, ``GridSearchCV(n_jobs=2)`` and
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import tempfile
@@ -29,7 +30,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from stablekeras import activations as _activations
 from stablekeras import integrators as _integrators
 from stablekeras.losses import CLASSIFICATION_LOSSES, get_classification_loss
-from stablekeras.models import CONSTRAINTS, LIFTS, PROJECTIONS, build_network, lipschitz_bound
+from stablekeras.models import CONSTRAINTS, MODES, NETWORKS, build_network, lipschitz_bound
 
 __all__ = ["StableClassifier", "StableRegressor"]
 
@@ -83,6 +84,39 @@ class _ImageShapeOption(Options):
         return "a tuple (height, width, channels) of positive integers"
 
 
+#: Parameters of earlier releases and what replaced them.
+RENAMED_PARAMETERS = {
+    "lift": "network",
+    "projection": "network",
+}
+
+
+def _renamed_error(old):
+    new = RENAMED_PARAMETERS[old]
+    return TypeError(
+        f"The parameter `{old}` was replaced by `{new}`: network='certified' (the default) "
+        "has an isometric lift and an orthogonal projection, network='chapter' the "
+        "chapter's 1x1 convolution lift and dense projection (capped by `max_norm`). "
+        f"Received: {old}=..."
+    )
+
+
+def _renamed_parameters(init):
+    """Make ``__init__`` refuse a renamed parameter with an error naming its successor.
+
+    ``functools.wraps`` keeps the signature that scikit-learn's ``get_params`` reads.
+    """
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        for old in RENAMED_PARAMETERS:
+            if old in kwargs:
+                raise _renamed_error(old)
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _check_finite_batch(x, index, what="x"):
     x = np.asarray(x)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
@@ -99,7 +133,7 @@ class _StableEstimator(BaseEstimator):
         "width": [Interval(Integral, 1, None, closed="left")],
         "activation": [_ActivationOption()],
         "integrator": [StrOptions({"euler", "heun", "rk4"})],
-        "mode": [StrOptions({"constraint", "substeps"})],
+        "mode": [StrOptions(set(MODES))],
         "image_shape": [None, _ImageShapeOption()],
         "kernel_size": [Interval(Integral, 1, None, closed="left")],
         "max_norm": [None, Interval(Real, 0, None, closed="neither")],
@@ -114,12 +148,39 @@ class _StableEstimator(BaseEstimator):
         "random_state": ["random_state"],
         "verbose": [Interval(Integral, 0, 2, closed="both"), "boolean"],
         "distribute": [None, StrOptions({"mirrored"}), HasMethods(["scope"])],
-        "lift": [StrOptions(set(LIFTS))],
-        "lift_block_size": [Interval(Integral, 1, None, closed="left")],
+        "network": [StrOptions(set(NETWORKS))],
+        "lift_block_size": [None, Interval(Integral, 1, None, closed="left")],
         "dense_width": [None, Interval(Integral, 2, None, closed="left")],
         "dense_depth": [Interval(Integral, 0, None, closed="left")],
-        "projection": [StrOptions(set(PROJECTIONS))],
     }
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides):
+        """An estimator with the parameters of a named preset, updated by ``overrides``.
+
+        The result is an ordinary estimator whose parameters are the preset's
+        (see :mod:`stablekeras.presets`; ``list_presets()`` names them); the
+        classifier-only ones (``loss``, ``margin``, ...) are left out for a
+        regressor.
+
+        Examples
+        --------
+        >>> from stablekeras import StableClassifier
+        >>> StableClassifier.from_preset("chapter", epochs=2).get_params()["mode"]
+        'substeps'
+        """
+        from stablekeras.presets import get_preset
+
+        params = get_preset(name, for_regressor=issubclass(cls, RegressorMixin))
+        params.update(overrides)
+        return cls(**params)
+
+    def set_params(self, **params):
+        """Set parameters; a renamed parameter fails with the name that replaced it."""
+        for old in RENAMED_PARAMETERS:
+            if old in params:
+                raise _renamed_error(old)
+        return super().set_params(**params)
 
     # ---- hooks for subclasses -------------------------------------------------
     def _prepare_targets(self, y):
@@ -150,6 +211,7 @@ class _StableEstimator(BaseEstimator):
         model = build_network(
             (n_features,),
             n_outputs,
+            network=self.network,
             constraint=self.constraint,
             image_shape=None if self.image_shape is None else tuple(self.image_shape),
             width=int(self.width),
@@ -161,11 +223,9 @@ class _StableEstimator(BaseEstimator):
             kernel_size=int(self.kernel_size),
             max_norm=self.max_norm,
             strong_convexity=float(self.strong_convexity),
-            lift=self.lift,
-            lift_block_size=int(self.lift_block_size),
+            lift_block_size=None if self.lift_block_size is None else int(self.lift_block_size),
             dense_width=None if self.dense_width is None else int(self.dense_width),
             dense_depth=int(self.dense_depth),
-            projection=self.projection,
         )
         return self._output_layer(model)
 
@@ -393,36 +453,79 @@ class _StableEstimator(BaseEstimator):
         return tags
 
 
-_DOC_PARAMS = """
+class StableClassifier(ClassifierMixin, _StableEstimator):
+    """A classifier that is stable by construction, with certified robustness at its defaults.
+
+    At its defaults the network is certified: every layer has a sound Lipschitz
+    bound of 1, so ``lipschitz_bound_`` is about 1 and a logit margin ``m(x)``
+    certifies every l2 perturbation smaller than ``m(x) / (sqrt(2) L)``
+    (:func:`stablekeras.robustness.certified_accuracy`). For images
+    (``image_shape``): an isometric lift (space-to-depth and zero channels) ->
+    ``depth`` convolutional gradient steps ``x - h A^T s(Ax + b)`` whose ``A`` is
+    normalised in every forward pass onto the boundary ``h L ||A||^2 = 2`` ->
+    flatten -> an orthogonal map to ``dense_width`` units and ``dense_depth``
+    orthogonal gradient steps -> an orthogonal projection to the logits, trained
+    with the offset cross-entropy (margin 3). For flat features, the dense stage
+    and the projection. ``network="chapter"`` gives the chapter's network
+    instead (free lift and projection: not certified); ``constraint="none"`` the
+    unconstrained residual network of the same shape, the baseline of every
+    comparison. Named configurations: :meth:`from_preset` and
+    :mod:`stablekeras.presets`.
+
+    Parameters
+    ----------
     constraint : {"nonexpansive", "contractive", "none"}, default="nonexpansive"
-        The blocks: non-expansive gradient steps, contractive (strongly convex)
-        gradient steps, or the unconstrained ResNet baseline of the same shape.
-    step_size : float, default=1.0
-        ``h`` of each block (time ``T`` per block with ``mode="substeps"``).
-    depth : int, default=4
-        Number of blocks.
+        The blocks: non-expansive gradient steps (Lipschitz 1), contractive ones
+        on a ``strong_convexity``-strongly convex potential (Lipschitz
+        ``1 - h mu`` each), or the unconstrained residual baseline
+        ``x + h B s(Ax + b)`` with free dense layers in place of the orthogonal
+        ones.
+    step_size : float, default=2.0
+        ``h`` of each gradient step (the time ``T`` per block with
+        ``mode="substeps"``). Normalised and orthogonal steps use ``||A|| = 1``
+        shrunk only where ``h`` would break ``h L ||A||^2 <= 2``: with ReLU,
+        ``h = 2`` is the boundary (the step's Jacobian is a reflection) and
+        ``h = 1`` makes it a projection (a clip).
+    depth : int, default=2
+        Convolutional blocks (images); in ``network="chapter"`` also the dense
+        blocks of flat features.
     width : int, default=16
-        Channels (units) of the lift and of each block.
+        Channels of the lifted image and of each convolutional block
+        (``network="chapter"``: also the units of its dense lift and blocks).
     activation : str, default="relu"
         A monotone, slope-restricted activation (see :mod:`stablekeras.activations`).
     integrator : {"euler", "heun", "rk4"}, default="euler"
-    mode : {"constraint", "substeps"}, default="constraint"
-        How the blocks keep their condition (see :class:`~stablekeras.layers.NonExpansiveDense`).
+        The Runge-Kutta step of the non-expansive convolutional blocks.
+    mode : {"normalized", "constraint", "substeps"}, default="normalized"
+        How the convolutional (and the chapter's dense) blocks keep their
+        condition: the kernel normalised in the forward pass
+        (:meth:`~stablekeras.layers.NonExpansiveConv2D.used_kernel`), rescaled by
+        a kernel constraint after every optimizer step, or adaptive sub-steps.
     image_shape : tuple (h, w, c) or None, default=None
-        Reshape each row of X to this image and use the convolutional network.
+        Reshape each row of X to this image and use convolutional blocks.
     kernel_size : int, default=3
         Kernel size of the convolutional blocks.
     max_norm : float or None, default=None
-        Spectral-norm cap of the lift and the projection. ``None`` leaves them
-        free (the chapter's setting); ``1.0`` with non-expansive blocks gives a
-        network whose Lipschitz bound is at most 1.
+        ``network="chapter"`` only: spectral-norm cap of its lift and projection
+        (None: free, the chapter's setting, whose bound is then their norms'
+        product).
     strong_convexity : float, default=0.1
         ``mu`` of the contractive blocks.
-    epochs : int, default=30
+    loss : {"offset_crossentropy", "crossentropy", "hinge", "hkr"}, default="offset_crossentropy"
+        Cross-entropy of offset, scaled logits
+        (:class:`~stablekeras.losses.OffsetCrossentropy`, margin-aware: it asks
+        for a logit margin of ``margin``), plain cross-entropy on the logits,
+        the multi-class margin loss (:class:`~stablekeras.losses.MulticlassHinge`)
+        the chapter trains with, or hinge plus Kantorovich-Rubinstein
+        (:class:`~stablekeras.losses.MulticlassHKR`).
+    margin : float, default=3.0
+        Target logit margin of the offset cross-entropy, hinge and HKR losses.
+        With ``L = 1`` a margin ``m`` certifies the radius ``m / sqrt(2)``.
+    epochs : int, default=60
     batch_size : int, default=128
-    learning_rate : float, default=0.01
+    learning_rate : float, default=5e-3
         Peak learning rate of Adam(W), decayed by a cosine schedule to 1% of it.
-    weight_decay : float, default=1e-5
+    weight_decay : float, default=0.0
         Decoupled weight decay (AdamW); 0 uses Adam.
     validation_fraction : float, default=0.1
         Held-out fraction for early stopping (used only when ``early_stopping``).
@@ -442,51 +545,25 @@ _DOC_PARAMS = """
         the guarantee is the same on every replica. A strategy object does not
         pickle: a pickled estimator keeps ``"mirrored"`` for a
         ``MirroredStrategy`` and None otherwise.
-    lift : {"conv", "isometric"}, default="conv"
-        ``"conv"``: 1x1 convolution capped at ``max_norm`` and 2x2 max pooling
-        before and after the blocks (images). ``"isometric"`` (needs
-        ``image_shape``): space-to-depth by ``lift_block_size`` and zero channels
-        up to ``width``, an exact isometry with no pooling
-        (:class:`~stablekeras.layers.IsometricLift`).
-    lift_block_size : int, default=2
-        Patch side of the isometric lift (``width >= lift_block_size**2 *
-        channels``).
-    dense_width : int or None, default=None
-        A dense stage before the projection: an orthogonal map to ``dense_width``
-        units and ``dense_depth`` norm-preserving non-expansive steps
-        (:class:`~stablekeras.layers.OrthogonalDense`,
-        :class:`~stablekeras.layers.OrthogonalNonExpansiveDense`). None: no stage.
-    dense_depth : int, default=0
-        Steps of the dense stage.
-    projection : {"spectral", "orthogonal"}, default="spectral"
-        The projection to the outputs: capped at ``max_norm``, or orthonormalised
-        (Lipschitz 1, all singular values 1)."""
-
-
-class StableClassifier(ClassifierMixin, _StableEstimator):
-    __doc__ = (
-        """A classifier built from stable (non-expansive) residual blocks.
-
-    Lift -> ``depth`` blocks -> pooling -> projection to logits. With the
-    default ``constraint="nonexpansive"`` every block is 1-Lipschitz by
-    construction, so the network's Lipschitz bound is the product of the lift
-    and projection norms (``lipschitz_bound_``), and logit margins certify
-    robustness (see :func:`stablekeras.robustness.certified_accuracy`).
-
-    Parameters
-    ----------"""
-        + _DOC_PARAMS
-        + """
-    loss : {"crossentropy", "hinge", "hkr", "offset_crossentropy"}, default="crossentropy"
-        Cross-entropy on logits, the multi-class margin loss
-        (:class:`~stablekeras.losses.MulticlassHinge`) the chapter trains with,
-        hinge plus Kantorovich-Rubinstein (:class:`~stablekeras.losses.MulticlassHKR`),
-        or cross-entropy of offset, scaled logits
-        (:class:`~stablekeras.losses.OffsetCrossentropy`).
-    margin : float, default=1.0
-        Target logit margin of the hinge and HKR losses; the offset of
-        ``"offset_crossentropy"``.
-    temperature : float, default=1.0
+    network : {"certified", "chapter"}, default="certified"
+        The architecture (:func:`stablekeras.models.build_network`): every layer
+        bounded by 1, or the chapter's 1x1 convolution lift with max pooling and
+        dense projection, free unless ``max_norm`` caps them. The chapter's
+        network is **not certified**: its bound is the product of the free lift
+        and projection norms, which grow in training (87 on MNIST at the old
+        defaults), so its margins certify nothing.
+    lift_block_size : int or None, default=None
+        Patch side of the certified network's isometric lift (``width`` must be
+        at least ``lift_block_size**2 * channels``); None picks 4 for 28x28
+        images, 2 for 8x8 (:func:`stablekeras.models.default_block_size`).
+    dense_width : int or None, default=256
+        Units of the dense stage before the projection: an orthogonal map
+        (:class:`~stablekeras.layers.OrthogonalDense`) and ``dense_depth``
+        orthogonal gradient steps
+        (:class:`~stablekeras.layers.OrthogonalNonExpansiveDense`). None: no stage.
+    dense_depth : int, default=4
+        Gradient steps of the dense stage.
+    temperature : float, default=8.0
         Logit scale ``t`` of ``"offset_crossentropy"`` (unused otherwise).
     alpha : float, default=10.0
         Weight of the hinge term of ``"hkr"`` (unused otherwise).
@@ -508,12 +585,17 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
 
     See Also
     --------
-    StableRegressor, stablekeras.robustness.robust_accuracy
+    StableRegressor, stablekeras.presets, stablekeras.robustness.certified_accuracy
 
     Notes
     -----
     ``decision_function`` returns the logits (for two classes, the logit of the
     second class minus that of the first, as scikit-learn expects).
+
+    Before version 0.2 the defaults built the chapter's network (free lift and
+    projection, cross-entropy); ``StableClassifier.from_preset("chapter")`` or
+    ``network="chapter"`` builds it now. ``lift=`` and ``projection=`` were
+    replaced by ``network=``.
 
     References
     ----------
@@ -527,8 +609,9 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
     >>> clf = StableClassifier(epochs=2, random_state=0).fit(X[:200] / 16, y[:200])
     >>> clf.predict(X[:3] / 16).shape
     (3,)
+    >>> bool(clf.lipschitz_bound_ <= 1.0 + 1e-4)
+    True
     """
-    )
 
     _parameter_constraints = {
         **_StableEstimator._parameter_constraints,
@@ -538,37 +621,37 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         "alpha": [Interval(Real, 0, None, closed="neither")],
     }
 
+    @_renamed_parameters
     def __init__(
         self,
         constraint="nonexpansive",
-        step_size=1.0,
-        depth=4,
+        step_size=2.0,
+        depth=2,
         width=16,
         activation="relu",
         integrator="euler",
-        mode="constraint",
+        mode="normalized",
         image_shape=None,
         kernel_size=3,
         max_norm=None,
         strong_convexity=0.1,
-        loss="crossentropy",
-        margin=1.0,
-        epochs=30,
+        loss="offset_crossentropy",
+        margin=3.0,
+        epochs=60,
         batch_size=128,
-        learning_rate=0.01,
-        weight_decay=1e-5,
+        learning_rate=5e-3,
+        weight_decay=0.0,
         validation_fraction=0.1,
         early_stopping=False,
         n_iter_no_change=5,
         random_state=None,
         verbose=0,
         distribute=None,
-        lift="conv",
-        lift_block_size=2,
-        dense_width=None,
-        dense_depth=0,
-        projection="spectral",
-        temperature=1.0,
+        network="certified",
+        lift_block_size=None,
+        dense_width=256,
+        dense_depth=4,
+        temperature=8.0,
         alpha=10.0,
     ):
         self.constraint = constraint
@@ -594,11 +677,10 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.distribute = distribute
-        self.lift = lift
+        self.network = network
         self.lift_block_size = lift_block_size
         self.dense_width = dense_width
         self.dense_depth = dense_depth
-        self.projection = projection
         self.temperature = temperature
         self.alpha = alpha
 
@@ -683,17 +765,22 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
 
 
 class StableRegressor(RegressorMixin, _StableEstimator):
-    __doc__ = (
-        """A regressor built from stable (non-expansive) residual blocks.
+    """A regressor that is stable by construction: the networks of :class:`StableClassifier`.
 
-    The same networks as :class:`StableClassifier` with a linear output of
-    ``n_outputs`` values, trained with the mean squared error. Several outputs
-    are supported (2-D ``y``).
+    The same networks with a linear output of ``n_outputs`` values, trained with
+    the mean squared error on standardised targets (a fixed rescaling maps them
+    back, and counts in ``lipschitz_bound_``). Several outputs are supported
+    (2-D ``y``).
 
     Parameters
-    ----------"""
-        + _DOC_PARAMS
-        + """
+    ----------
+    constraint, step_size, depth, width, activation, integrator, mode, \
+image_shape, kernel_size, max_norm, strong_convexity, epochs, batch_size, \
+learning_rate, weight_decay, validation_fraction, early_stopping, \
+n_iter_no_change, random_state, verbose, distribute, network, \
+lift_block_size, dense_width, dense_depth :
+        As in :class:`StableClassifier` (with the same defaults); the regressor
+        has no ``loss``, ``margin``, ``temperature`` or ``alpha``.
 
     Attributes
     ----------
@@ -703,7 +790,8 @@ class StableRegressor(RegressorMixin, _StableEstimator):
     history_ : dict
     n_iter_ : int
     lipschitz_bound_ : float
-        A sound upper bound of the l2 Lipschitz constant of the prediction.
+        A sound upper bound of the l2 Lipschitz constant of the prediction
+        (the network's bound times the largest target scale).
 
     See Also
     --------
@@ -717,40 +805,39 @@ class StableRegressor(RegressorMixin, _StableEstimator):
     >>> reg.predict(X[:4]).shape
     (4,)
     """
-    )
 
     _parameter_constraints = {
         **_StableEstimator._parameter_constraints,
     }
 
+    @_renamed_parameters
     def __init__(
         self,
         constraint="nonexpansive",
-        step_size=1.0,
-        depth=4,
+        step_size=2.0,
+        depth=2,
         width=16,
         activation="relu",
         integrator="euler",
-        mode="constraint",
+        mode="normalized",
         image_shape=None,
         kernel_size=3,
         max_norm=None,
         strong_convexity=0.1,
-        epochs=30,
+        epochs=60,
         batch_size=128,
-        learning_rate=0.01,
-        weight_decay=1e-5,
+        learning_rate=5e-3,
+        weight_decay=0.0,
         validation_fraction=0.1,
         early_stopping=False,
         n_iter_no_change=5,
         random_state=None,
         verbose=0,
         distribute=None,
-        lift="conv",
-        lift_block_size=2,
-        dense_width=None,
-        dense_depth=0,
-        projection="spectral",
+        network="certified",
+        lift_block_size=None,
+        dense_width=256,
+        dense_depth=4,
     ):
         self.constraint = constraint
         self.step_size = step_size
@@ -773,11 +860,10 @@ class StableRegressor(RegressorMixin, _StableEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.distribute = distribute
-        self.lift = lift
+        self.network = network
         self.lift_block_size = lift_block_size
         self.dense_width = dense_width
         self.dense_depth = dense_depth
-        self.projection = projection
 
     def _prepare_targets(self, y):
         y = np.asarray(y, dtype=np.float32)

@@ -42,6 +42,8 @@ __all__ = [
     "conv2d_norm_bound",
     "dense_gram_bound",
     "conv2d_gram_bound",
+    "dense_aol_scales",
+    "conv2d_aol_scales",
 ]
 
 
@@ -331,6 +333,51 @@ def conv2d_gram_bound(kernel, input_hw, strides=1, padding: str = "same", iterat
     resp = tf.signal.fft2d(tf.cast(p, tf.complex64))  # (c_out, c_in', M1, M2)
     resp = tf.transpose(resp, (2, 3, 0, 1))
     return _gram_bound(resp, iterations)
+
+
+def dense_aol_scales(kernel, eps: float = 1e-12):
+    """In-graph AOL scales ``d`` with ``||diag(d) A||_2 <= 1`` for ``A x = x @ kernel``.
+
+    ``A`` maps ``R^d`` to ``R^units`` (``kernel`` has shape ``(d, units)``), and
+    ``M = A A^T = kernel^T kernel`` is its ``units x units`` Gram matrix. With
+    ``d_i = (sum_j |M_ij|)^(-1/2)`` the Schur test gives
+    ``||D M D||_2 <= max_i sum_j d_i |M_ij| d_j <= 1`` (the symmetric Schur test
+    with weights ``1/d``), so ``||D A||_2 <= 1`` with no iteration: a sound bound
+    (Prach and Lampert, "Almost-orthogonal layers for efficient general-purpose
+    Lipschitz networks", ECCV 2022), exact (``D A`` orthonormal rows) when the
+    rows of ``A`` are orthogonal.
+    """
+    k = tf.convert_to_tensor(kernel)
+    m = tf.abs(tf.matmul(k, k, transpose_a=True))
+    return tf.math.rsqrt(tf.maximum(tf.reduce_sum(m, axis=1), eps))
+
+
+def conv2d_aol_scales(kernel, strides=1, eps: float = 1e-12):
+    """In-graph AOL scales ``d`` (one per output channel) with ``||diag(d) A||_2 <= 1``.
+
+    ``A`` is :func:`conv2d` with ``kernel`` of shape ``(kh, kw, c_in, c_out)``,
+    any strides and either padding. Whatever the padding and stride, ``A`` is a
+    compression ``S R C P`` of the stride-1 convolution ``C`` of the whole plane
+    (``P`` embeds the input with zeros, ``R`` keeps the computed outputs, ``S``
+    subsamples), and ``diag(d)`` commutes with ``R`` and ``S``, so
+    ``||diag(d) A|| <= ||diag(d) C||``. ``C C^T`` is the convolution whose
+    ``c_out x c_out`` kernel is the cross-correlation of ``kernel`` with itself
+    (``(2 kh - 1) x (2 kw - 1)`` offsets); its absolute row sums are the same at
+    every position, and with ``d_i = (sum_{j, offsets} |(C C^T)_{ij}|)^(-1/2)``
+    the Schur test bounds ``||D C C^T D||_2`` by 1 (Prach and Lampert, ECCV 2022,
+    for convolutions; SLL, Araujo et al., ICLR 2023, with the weights ``q = 1``).
+    Sound with no power iteration, and cheap: one small convolution of the
+    kernel with itself.
+    """
+    _pair(strides, "strides")  # any stride: see above
+    k = tf.convert_to_tensor(kernel)
+    kh, kw = int(k.shape[0]), int(k.shape[1])
+    # the c_out filters as a batch of (kh, kw, c_in) images, padded to the full correlation
+    images = tf.pad(
+        tf.transpose(k, (3, 0, 1, 2)), [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]]
+    )
+    gram = tf.nn.conv2d(images, k, strides=1, padding="VALID")  # (c_out, 2kh-1, 2kw-1, c_out)
+    return tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.abs(gram), axis=(1, 2, 3)), eps))
 
 
 class _TFNumpy:

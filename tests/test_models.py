@@ -9,7 +9,12 @@ from lipschitz_probe import probe
 from operator_matrices import operator_matrix, spectral_norm
 
 from stablekeras import spectral
-from stablekeras.layers import NonExpansiveConv2D, NonExpansiveDense
+from stablekeras.layers import (
+    NonExpansiveConv2D,
+    NonExpansiveDense,
+    SpectralConv2D,
+    SpectralDense,
+)
 from stablekeras.models import (
     build_network,
     build_nonexpansive_classifier,
@@ -19,37 +24,71 @@ from stablekeras.models import (
 
 TOL = 1e-4
 D, IMAGE, CLASSES = 64, (8, 8, 1), 3
-# (name, builder, kwargs): flat and image, with and without max_norm, every kind of block
-# (name, builder, kwargs): every kind of block on flat and on image inputs, and each
-# with a max_norm=1 lift and projection and with free ones.
+# (name, builder, kwargs): every kind of block on flat and on image inputs, in the
+# chapter's network (each with a max_norm=1 lift and projection and with free ones)
+# and in the certified network (every layer bounded by 1; "none" is its free twin).
+CHAPTER = dict(network="chapter", dense_width=None)
 CASES = [
-    ("flat-nonexpansive-max1", build_nonexpansive_classifier, dict(max_norm=1.0)),
-    ("flat-nonexpansive-free-substeps", build_nonexpansive_classifier, dict(mode="substeps")),
-    ("flat-contractive-max1", build_network, dict(constraint="contractive", max_norm=1.0)),
-    ("flat-resnet-free", build_resnet_classifier, dict()),
+    ("flat-nonexpansive-max1", build_nonexpansive_classifier, dict(CHAPTER, max_norm=1.0)),
+    (
+        "flat-nonexpansive-free-substeps",
+        build_nonexpansive_classifier,
+        dict(CHAPTER, mode="substeps"),
+    ),
+    (
+        "flat-contractive-max1",
+        build_network,
+        dict(CHAPTER, constraint="contractive", max_norm=1.0),
+    ),
+    ("flat-resnet-free", build_resnet_classifier, dict(CHAPTER)),
     (
         "image-nonexpansive-max1",
         build_nonexpansive_classifier,
-        dict(max_norm=1.0, image_shape=IMAGE),
+        dict(CHAPTER, max_norm=1.0, image_shape=IMAGE),
     ),
     (
         "image-nonexpansive-free-substeps",
         build_nonexpansive_classifier,
-        dict(image_shape=IMAGE, mode="substeps", integrator="rk4"),
+        dict(CHAPTER, image_shape=IMAGE, mode="substeps", integrator="rk4"),
     ),
     (
         "image-contractive-free-substeps",
         build_network,
-        dict(constraint="contractive", image_shape=IMAGE, mode="substeps"),
+        dict(CHAPTER, constraint="contractive", image_shape=IMAGE, mode="substeps"),
     ),
-    ("image-none-max1", build_network, dict(constraint="none", max_norm=1.0, image_shape=IMAGE)),
+    (
+        "image-none-max1",
+        build_network,
+        dict(CHAPTER, constraint="none", max_norm=1.0, image_shape=IMAGE),
+    ),
+    (
+        "certified-image-nonexpansive-max1",
+        build_network,
+        dict(image_shape=IMAGE, dense_width=16, dense_depth=2),
+    ),
+    (
+        "certified-image-contractive-max1",
+        build_network,
+        dict(image_shape=IMAGE, constraint="contractive", dense_width=16, dense_depth=2),
+    ),
+    (
+        "certified-flat-nonexpansive-max1",
+        build_network,
+        dict(dense_width=16, dense_depth=2, step_size=1.0),
+    ),
+    (
+        "certified-image-none-free",
+        build_network,
+        dict(image_shape=IMAGE, constraint="none", dense_width=16, dense_depth=2),
+    ),
 ]
 
 
 def _build(builder, kwargs):
     model = builder((D,), CLASSES, width=4, depth=2, **kwargs)
     for layer in model.layers:
-        if kwargs.get("max_norm") is None and layer.name in ("lift", "projection"):
+        free = kwargs.get("max_norm") is None and isinstance(layer, SpectralDense | SpectralConv2D)
+        if free and layer.name in ("lift", "projection", "dense_lift"):
             layer.kernel.assign(2.0 * layer.kernel)  # a free lift and projection: bound > 1
         if getattr(layer, "mode", None) == "substeps":
             layer.kernel.assign(3.0 * layer.kernel)  # sub-steps needed
@@ -71,7 +110,9 @@ def test_bound_is_never_below_the_probed_ratio(models, name):
     assert ratio <= bound * (1 + TOL)
     assert ratio > 0.0
     if "nonexpansive-max1" in name or "contractive-max1" in name:
-        assert bound <= 1.0
+        assert bound <= 1.0 + 1e-5  # the orthogonal layers' float32 rounding, reported soundly
+    if name == "certified-image-contractive-max1":
+        assert bound < 0.9  # 1 - h mu per contractive step
     if "free" in name:
         assert bound > 1.0  # the free lift and projection count
 
@@ -85,17 +126,22 @@ def test_blocks_are_the_requested_kind(models):
     assert "ContractiveConv2D" in kinds["image-contractive-free-substeps"]
     assert "ResidualConv2D" in kinds["image-none-max1"]
     assert "ResidualDense" in kinds["flat-resnet-free"]
-    # build_resnet_classifier always builds the baseline
-    assert (
-        build_resnet_classifier((4,), 2, depth=1, constraint="nonexpansive").layers[1].name
-        == "block_0"
+    assert {"IsometricLift", "NonExpansiveConv2D", "OrthogonalNonExpansiveDense"} <= kinds[
+        "certified-image-nonexpansive-max1"
+    ]
+    # the baseline of the certified network: same shape, every bounded layer made free
+    assert {"IsometricLift", "ResidualConv2D", "ResidualDense", "SpectralDense"} == (
+        kinds["certified-image-none-free"] - {"Reshape", "Flatten"}
     )
-    assert type(build_resnet_classifier((4,), 2, depth=1).layers[1]).__name__ == "ResidualDense"
+    # build_resnet_classifier always builds the baseline
+    forced = build_resnet_classifier((4,), 2, depth=1, constraint="nonexpansive", **CHAPTER)
+    assert type(forced.layers[1]).__name__ == "ResidualDense"
+    assert type(build_resnet_classifier((4,), 2).layers[1]).__name__ == "ResidualDense"
 
 
 def test_bound_of_the_nonexpansive_network_is_at_most_one_with_max_norm_one():
     model = build_nonexpansive_classifier(
-        (12,), 4, width=6, depth=3, max_norm=1.0, activation="sigmoid"
+        (12,), 4, width=6, depth=3, max_norm=1.0, activation="sigmoid", **CHAPTER
     )
     assert lipschitz_bound(model) <= 1.0
 
@@ -191,7 +237,7 @@ def test_functional_chain_is_bounded():
     ids=["flat-substeps", "image-substeps"],
 )
 def test_save_and_load_without_custom_objects(tmp_path, kwargs):
-    model = build_nonexpansive_classifier((D,), CLASSES, width=4, depth=2, **kwargs)
+    model = build_nonexpansive_classifier((D,), CLASSES, width=4, depth=2, **CHAPTER, **kwargs)
     blocks = [
         layer for layer in model.layers if isinstance(layer, NonExpansiveDense | NonExpansiveConv2D)
     ]
@@ -211,7 +257,7 @@ def test_save_and_load_without_custom_objects(tmp_path, kwargs):
 
 def test_calls_outside_fit_change_no_weight_and_no_state():
     model = build_nonexpansive_classifier(
-        (D,), CLASSES, width=4, depth=2, image_shape=IMAGE, mode="substeps"
+        (D,), CLASSES, width=4, depth=2, image_shape=IMAGE, mode="substeps", **CHAPTER
     )
     for layer in model.layers:
         if getattr(layer, "mode", None) == "substeps":
@@ -234,7 +280,11 @@ def test_calls_outside_fit_change_no_weight_and_no_state():
         (dict(depth=-1), "depth=-1"),
         (dict(depth=1.5), "depth=1.5"),
         (dict(image_shape=(4, 4, 3)), "image_shape=\\(4, 4, 3\\)"),
-        (dict(width=0), "units=0"),
+        (dict(width=0, network="chapter"), "units=0"),
+        (dict(network="resnet"), "network='resnet'"),
+        (dict(mode="clip"), "mode='clip'"),
+        (dict(max_norm=1.0), "max_norm=1.0 with network='certified'"),
+        (dict(image_shape=(8, 8, 1), width=2, lift_block_size=2), "expected width >= 4"),
         (dict(step_size=0), "step_size=0"),
     ],
 )

@@ -56,19 +56,28 @@ class DenseOperator:
         )
         return (self.units,)
 
-    def _apply(self, x):
-        return tf.matmul(x, self.kernel)
+    def _apply(self, x, kernel=None):
+        return tf.matmul(x, self.kernel if kernel is None else kernel)
 
-    def _adjoint(self, z):
-        return tf.matmul(z, self.kernel, transpose_b=True)
+    def _adjoint(self, z, kernel=None):
+        return tf.matmul(z, self.kernel if kernel is None else kernel, transpose_b=True)
+
+    def _gram_norm(self, kernel):
+        """Sound in-graph bound of ``||A||`` for a kernel of this operator's shape."""
+        return spectral.dense_gram_bound(kernel)
+
+    def _aol_scales(self, kernel):
+        """AOL scales ``d`` of the rows of ``A`` (``spectral.dense_aol_scales``)."""
+        return spectral.dense_aol_scales(kernel)
 
     def _graph_norm(self):
         if self.kernel_constraint_ is not None:
             return self.kernel_constraint_.norm_bound(self.kernel)
-        return spectral.dense_gram_bound(self.kernel)
+        return self._gram_norm(self.kernel)
 
-    def _exact_norm(self) -> float:
-        return spectral.dense_norm(keras.ops.convert_to_numpy(self.kernel))
+    def _exact_norm(self, kernel=None) -> float:
+        kernel = self.kernel if kernel is None else kernel
+        return spectral.dense_norm(keras.ops.convert_to_numpy(kernel))
 
     def _operator_config(self):
         return {
@@ -112,35 +121,44 @@ class ConvOperator:
             self.filters,
         )
 
-    def _apply(self, x):
-        return spectral.conv2d(x, self.kernel, self.strides, self.padding)
+    def _apply(self, x, kernel=None):
+        kernel = self.kernel if kernel is None else kernel
+        return spectral.conv2d(x, kernel, self.strides, self.padding)
 
     #: How ``A^T`` is computed: ``"transpose"`` (``tf.nn.conv2d_transpose``) or, for
     #: stride 1, "same" padding and odd kernels, ``"flipped"``: a convolution with
     #: the spatially flipped kernel with its channels swapped (the same operator).
     adjoint_method = "flipped"
 
-    def _adjoint(self, z):
+    def _adjoint(self, z, kernel=None):
+        kernel = self.kernel if kernel is None else kernel
         if (
             self.adjoint_method == "flipped"
             and self.strides == (1, 1)
             and self.padding == "same"
             and all(k % 2 for k in self.kernel_size)
         ):
-            flipped = tf.transpose(tf.reverse(self.kernel, axis=[0, 1]), (0, 1, 3, 2))
+            flipped = tf.transpose(tf.reverse(kernel, axis=[0, 1]), (0, 1, 3, 2))
             return spectral.conv2d(z, flipped)
-        return spectral.conv2d_adjoint(z, self.kernel, self._in_shape, self.strides, self.padding)
+        return spectral.conv2d_adjoint(z, kernel, self._in_shape, self.strides, self.padding)
 
     def _graph_norm(self):
         if self.kernel_constraint_ is not None:
             return self.kernel_constraint_.norm_bound(self.kernel)
-        return spectral.conv2d_gram_bound(
-            self.kernel, self._in_shape[:2], self.strides, self.padding
-        )
+        return self._gram_norm(self.kernel)
 
-    def _exact_norm(self) -> float:
+    def _gram_norm(self, kernel):
+        """Sound in-graph bound of ``||A||`` on the layer's grid for a kernel of this shape."""
+        return spectral.conv2d_gram_bound(kernel, self._in_shape[:2], self.strides, self.padding)
+
+    def _aol_scales(self, kernel):
+        """AOL scales ``d`` per output channel of ``A`` (``spectral.conv2d_aol_scales``)."""
+        return spectral.conv2d_aol_scales(kernel, self.strides)
+
+    def _exact_norm(self, kernel=None) -> float:
+        kernel = self.kernel if kernel is None else kernel
         return spectral.conv2d_norm_bound(
-            keras.ops.convert_to_numpy(self.kernel), self._in_shape[:2], self.strides, self.padding
+            keras.ops.convert_to_numpy(kernel), self._in_shape[:2], self.strides, self.padding
         )
 
     def _operator_config(self):

@@ -41,7 +41,8 @@ from stablekeras.layers._operators import ConvOperator, DenseOperator, positive_
 
 __all__ = ["NonExpansiveDense", "NonExpansiveConv2D", "ContractiveDense", "ContractiveConv2D"]
 
-_MODES = ("constraint", "substeps")
+_MODES = ("constraint", "substeps", "normalized")
+_NORMALIZATIONS = ("gram", "aol")
 
 
 class _GradientStep(keras.layers.Layer):
@@ -60,6 +61,7 @@ class _GradientStep(keras.layers.Layer):
         bias_initializer="zeros",
         max_substeps: int = 32,
         strong_convexity: float = 0.0,
+        normalization: str = "gram",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -72,6 +74,12 @@ class _GradientStep(keras.layers.Layer):
                 f"Received: mode={mode!r}"
             )
         self.mode = mode
+        if normalization not in _NORMALIZATIONS:
+            raise ValueError(
+                f"Received an invalid value for `normalization`, expected one of "
+                f"{_NORMALIZATIONS}. Received: normalization={normalization!r}"
+            )
+        self.normalization = normalization
         self.use_bias = bool(use_bias)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.max_substeps = positive_int(max_substeps, "max_substeps")
@@ -87,7 +95,7 @@ class _GradientStep(keras.layers.Layer):
                     "Contractive layers are analysed for explicit Euler steps only. "
                     f"Received: integrator={self.integrator.name!r}"
                 )
-            if mode == "constraint" and not self.step_size * mu < 1:
+            if mode != "substeps" and not self.step_size * mu < 1:
                 raise ValueError(
                     "A contractive step needs step_size * strong_convexity < 1. Received: "
                     f"step_size={self.step_size}, strong_convexity={mu}"
@@ -142,11 +150,46 @@ class _GradientStep(keras.layers.Layer):
         h = tf.minimum(T / s, 2.0 * r / tf.maximum(nu, 1e-30))
         return tf.cast(s, tf.int32), h
 
-    def _vector_field(self, x):
-        z = self._apply(x)
+    def used_kernel(self):
+        """The kernel the layer computes with.
+
+        ``kernel`` itself in the ``"constraint"`` and ``"substeps"`` modes. In
+        ``"normalized"`` mode, ``kernel`` rescaled in the forward pass to the
+        operator norm ``a = min(1, a_max)``, where ``a_max`` is the largest norm
+        for which one step of size ``h = step_size`` keeps the guarantee,
+        ``a_max^2 = (2 r - 2 h mu) / (h L_s)``. So ``A`` has unit norm and the
+        step is a gradient step of size ``h`` on a normalised potential, shrunk
+        only where ``h`` would break the condition; for ``h >= (2 r - 2 h mu) / L_s``
+        (``h = 2`` for ReLU and Euler) the step sits on the boundary
+        ``h L_s ||A||^2 = 2 r``:
+
+        * ``normalization="gram"``: ``kernel * a / B(kernel)`` with ``B`` the
+          in-graph Gram-iteration bound of ``||A||`` (sound, and within a few
+          percent of the norm): spectral normalisation with a certified bound
+          (Miyato et al. 2018; Delattre et al. 2023);
+        * ``normalization="aol"``: ``a diag(d) A``, ``d`` the AOL scales of
+          :func:`~stablekeras.spectral.conv2d_aol_scales` /
+          :func:`~stablekeras.spectral.dense_aol_scales`, which make
+          ``||diag(d) A|| <= 1`` provable by the Schur test with no iteration
+          (Prach and Lampert 2022); with ``h = 2 / L_s`` this is the SLL layer of
+          Araujo et al. (2023) with ``q = 1``.
+
+        Gradients flow through the rescaling, so training sees the kernel used.
+        A relative ``1e-5`` is kept free for float32 rounding.
+        """
+        if self.mode != "normalized":
+            return self.kernel
+        kernel = tf.convert_to_tensor(self.kernel)
+        target = min(1.0, self._max_norm()) * (1.0 - SAFETY)
+        if self.normalization == "gram":
+            return kernel * (target / tf.maximum(self._gram_norm(kernel), 1e-30))
+        return kernel * (target * self._aol_scales(kernel))
+
+    def _vector_field(self, x, kernel=None):
+        z = self._apply(x, kernel)
         if self.bias is not None:
             z = z + self.bias
-        g = -self._adjoint(self.activation(z))
+        g = -self._adjoint(self.activation(z), kernel)
         if self.strong_convexity:
             g = g - self.strong_convexity * x
         return g
@@ -155,6 +198,9 @@ class _GradientStep(keras.layers.Layer):
         x = tf.convert_to_tensor(inputs)
         if self.mode == "constraint":
             return self.integrator.step(self._vector_field, x, self.step_size)
+        if self.mode == "normalized":
+            kernel = self.used_kernel()
+            return self.integrator.step(lambda y: self._vector_field(y, kernel), x, self.step_size)
         # S and h are a schedule computed from the weights, as after an optimizer
         # step in the chapter's notebook: no gradient flows through the norm bound.
         s, h = self._schedule(tf.stop_gradient(self._graph_norm()))
@@ -173,8 +219,8 @@ class _GradientStep(keras.layers.Layer):
 
     # --- certificates --------------------------------------------------------
     def operator_norm(self) -> float:
-        """A sound float64 upper bound of ``||A||`` for the current kernel."""
-        return self._exact_norm()
+        """A sound float64 upper bound of ``||A||`` for the kernel used (:meth:`used_kernel`)."""
+        return self._exact_norm(self.used_kernel() if self.mode == "normalized" else None)
 
     def lipschitz_bound(self) -> float:
         """A sound upper bound of the layer's current Lipschitz constant (l2).
@@ -184,7 +230,7 @@ class _GradientStep(keras.layers.Layer):
         ``h Lip(f)`` beyond the condition, to the power of the sub-steps.
         """
         sigma = self.operator_norm()
-        if self.mode == "constraint":
+        if self.mode != "substeps":
             steps, h = 1, self.step_size
         else:
             s, h = self._schedule(self._graph_norm())
@@ -207,6 +253,7 @@ class _GradientStep(keras.layers.Layer):
             "activation": _activations.serialize(self.activation),
             "integrator": self.integrator.name,
             "mode": self.mode,
+            "normalization": self.normalization,
             "use_bias": self.use_bias,
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "max_substeps": self.max_substeps,
@@ -262,6 +309,7 @@ class NonExpansiveDense(DenseOperator, _GradientStep):
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         max_substeps: int = 32,
+        normalization: str = "gram",
         **kwargs,
     ):
         super().__init__(
@@ -272,6 +320,7 @@ class NonExpansiveDense(DenseOperator, _GradientStep):
             use_bias=use_bias,
             bias_initializer=bias_initializer,
             max_substeps=max_substeps,
+            normalization=normalization,
             **kwargs,
         )
         self._init_operator(units=units, kernel_initializer=kernel_initializer)
@@ -320,6 +369,7 @@ class NonExpansiveConv2D(ConvOperator, _GradientStep):
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         max_substeps: int = 32,
+        normalization: str = "gram",
         **kwargs,
     ):
         super().__init__(
@@ -330,6 +380,7 @@ class NonExpansiveConv2D(ConvOperator, _GradientStep):
             use_bias=use_bias,
             bias_initializer=bias_initializer,
             max_substeps=max_substeps,
+            normalization=normalization,
             **kwargs,
         )
         self._init_operator(
@@ -388,6 +439,7 @@ class ContractiveDense(_Contractive, DenseOperator, _GradientStep):
         bias_initializer="zeros",
         max_substeps: int = 32,
         integrator="euler",
+        normalization: str = "gram",
         **kwargs,
     ):
         super().__init__(
@@ -399,6 +451,7 @@ class ContractiveDense(_Contractive, DenseOperator, _GradientStep):
             bias_initializer=bias_initializer,
             max_substeps=max_substeps,
             strong_convexity=strong_convexity,
+            normalization=normalization,
             **kwargs,
         )
         self._init_operator(units=units, kernel_initializer=kernel_initializer)
@@ -434,6 +487,7 @@ class ContractiveConv2D(_Contractive, ConvOperator, _GradientStep):
         bias_initializer="zeros",
         max_substeps: int = 32,
         integrator="euler",
+        normalization: str = "gram",
         **kwargs,
     ):
         super().__init__(
@@ -445,6 +499,7 @@ class ContractiveConv2D(_Contractive, ConvOperator, _GradientStep):
             bias_initializer=bias_initializer,
             max_substeps=max_substeps,
             strong_convexity=strong_convexity,
+            normalization=normalization,
             **kwargs,
         )
         self._init_operator(

@@ -50,7 +50,7 @@ import tensorflow as tf
 from stablekeras import activations as _activations
 from stablekeras import spectral
 from stablekeras.constraints import SAFETY
-from stablekeras.layers._operators import positive_int
+from stablekeras.layers._operators import positive_float, positive_int
 
 __all__ = ["IsometricLift", "OrthogonalDense", "OrthogonalNonExpansiveDense"]
 
@@ -281,10 +281,20 @@ class OrthogonalNonExpansiveDense(_Orthonormal):
     map is ``t -> -|t + b| - b`` for ``t = q^T x``: a fold, the non-linearity that
     1-Lipschitz classifiers need.
 
+    Other step sizes. With ``step_size=h`` the layer is
+    ``x -> x - h (A^T s(A x + b) + mu x)`` with ``A = c Q^T``,
+    ``c = min(1, a_max)`` and ``a_max^2 = (2 - 2 h mu) / (h L_s)``: a gradient step of
+    size ``h`` on the potential of an orthonormal ``A``, which is shrunk only where
+    ``h`` would break the Euler condition ``h (L_s ||A||^2 + 2 mu) <= 2``. The
+    default ``h = 2 / L_s`` (``mu = 0``) is the reflection above; ``h = 1 / L_s``
+    with ReLU makes the Jacobian an orthogonal projection (``t -> min(t, -b)``
+    along each column: a clip); ``mu > 0`` (strong convexity) makes the step a
+    contraction with constant ``1 - h mu`` (MATH.md section 1).
+
     ``lipschitz_bound()`` is the explicit Euler bound of the library,
-    ``max(1, |1 - 2 sigma^2|)`` with ``sigma`` the float64 spectral norm of the
-    ``Q`` actually used: 1 unless float32 rounding pushed ``sigma`` above 1, and
-    then that slight excess, soundly.
+    ``max(|1 - h mu|, |1 - h mu - h L_s sigma^2|)`` with ``sigma`` the float64
+    spectral norm of the ``A`` actually used: ``1 - h mu`` unless float32 rounding
+    pushed ``sigma`` above its target, and then that slight excess, soundly.
 
     Parameters
     ----------
@@ -293,6 +303,10 @@ class OrthogonalNonExpansiveDense(_Orthonormal):
         reflection property (wider still gives a non-expansive step).
     activation : str or SlopeRestrictedActivation, default "relu"
         Monotone and slope-restricted (see :mod:`stablekeras.activations`).
+    step_size : float or None, default None
+        ``h``; None means ``2 / L_s``, the boundary of the condition.
+    strong_convexity : float, default 0.0
+        ``mu >= 0``, with ``h mu < 1``.
     use_bias, bjorck_iterations, kernel_initializer, bias_initializer :
         As in :class:`OrthogonalDense`.
 
@@ -305,9 +319,39 @@ class OrthogonalNonExpansiveDense(_Orthonormal):
     ((4, 16), True)
     """
 
-    def __init__(self, units: int, activation="relu", **kwargs):
+    def __init__(
+        self,
+        units: int,
+        activation="relu",
+        step_size: float | None = None,
+        strong_convexity: float = 0.0,
+        **kwargs,
+    ):
         super().__init__(units, **kwargs)
         self.activation = _activations.get(activation)
+        self.step_size = None if step_size is None else positive_float(step_size, "step_size")
+        mu = float(strong_convexity)
+        if not mu >= 0:
+            raise ValueError(
+                "Received an invalid value for `strong_convexity`, expected a number >= 0. "
+                f"Received: strong_convexity={strong_convexity!r}"
+            )
+        if not self._step() * mu < 1:
+            raise ValueError(
+                "A contractive step needs step_size * strong_convexity < 1. Received: "
+                f"step_size={self._step()}, strong_convexity={mu}"
+            )
+        self.strong_convexity = mu
+
+    def _step(self) -> float:
+        """``h``: ``step_size``, or ``2 / L_s`` when it is None."""
+        return 2.0 / self.activation.slope if self.step_size is None else self.step_size
+
+    def _scale(self) -> float:
+        """``c = min(1, a_max)``: ``A = c Q^T`` keeps ``h (L_s ||A||^2 + 2 mu) <= 2``."""
+        h, mu = self._step(), getattr(self, "strong_convexity", 0.0)
+        a_max_sq = (2.0 - 2.0 * h * mu) / (h * self.activation.slope)
+        return min(1.0, a_max_sq**0.5)
 
     def build(self, input_shape):
         self._build_kernel(input_shape, self.units)
@@ -315,19 +359,31 @@ class OrthogonalNonExpansiveDense(_Orthonormal):
     def call(self, inputs, training=None):
         x = tf.convert_to_tensor(inputs)
         q = self.orthonormal_kernel()
+        h, c = self._step(), self._scale()
         z = tf.matmul(x, q)
+        if c != 1.0:
+            z = c * z
         if self.bias is not None:
             z = z + self.bias
-        step = 2.0 / self.activation.slope
-        return x - step * tf.matmul(self.activation(z), q, transpose_b=True)
+        y = x - (h * c) * tf.matmul(self.activation(z), q, transpose_b=True)
+        if self.strong_convexity:
+            y = y - (h * self.strong_convexity) * x
+        return y
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def lipschitz_bound(self) -> float:
-        """``max(1, |1 - 2 sigma^2|)``, ``sigma`` the float64 norm of ``Q``: sound."""
-        sigma = self.operator_norm()
-        return float(max(1.0, abs(1.0 - 2.0 * sigma**2)))
+        """``max(|1 - h mu|, |1 - h mu - h L_s sigma^2|)``, ``sigma`` the float64 norm of ``A``."""
+        h, mu = self._step(), self.strong_convexity
+        sigma = self._scale() * self.operator_norm()
+        nu = self.activation.slope * sigma**2
+        return float(max(abs(1.0 - h * mu), abs(1.0 - h * mu - h * nu)))
 
     def get_config(self):
-        return {**super().get_config(), "activation": _activations.serialize(self.activation)}
+        return {
+            **super().get_config(),
+            "activation": _activations.serialize(self.activation),
+            "step_size": self.step_size,
+            "strong_convexity": self.strong_convexity,
+        }

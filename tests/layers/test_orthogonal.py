@@ -154,14 +154,11 @@ def test_certified_network_bound_holds_after_training(fast_graphs):
         (64,),
         3,
         image_shape=(8, 8, 1),
-        lift="isometric",
         lift_block_size=2,
         width=4,
         depth=1,
         dense_width=16,
         dense_depth=2,
-        projection="orthogonal",
-        max_norm=1.0,
     )
     names = [layer.name for layer in model.layers]
     assert names[0] == "to_image" and names[1] == "lift" and "pool_blocks" not in names
@@ -176,9 +173,29 @@ def test_certified_network_bound_holds_after_training(fast_graphs):
     assert probe([model], (64,), n_ascent=16, scale=0.5)[0] <= bound * (1 + TOL)
 
 
-def test_default_network_is_unchanged():
-    """New options default to the chapter's architecture: conv lift with pooling, spectral head."""
-    model = build_network((64,), 3, image_shape=(8, 8, 1), width=4, depth=1)
+def test_default_network_is_the_certified_one():
+    """The defaults: isometric lift, gradient steps, orthogonal dense stage and projection."""
+    model = build_network((64,), 3, image_shape=(8, 8, 1), width=4, depth=1, dense_depth=1)
+    names = [layer.name for layer in model.layers]
+    assert names == [
+        "to_image",
+        "lift",
+        "block_0",
+        "flatten",
+        "dense_lift",
+        "dense_block_0",
+        "projection",
+    ]
+    kinds = [type(layer).__name__ for layer in model.layers[1:]]
+    assert kinds[:2] == ["IsometricLift", "NonExpansiveConv2D"]
+    assert kinds[-3:] == ["OrthogonalDense", "OrthogonalNonExpansiveDense", "OrthogonalDense"]
+    assert model.layers[2].mode == "normalized"
+
+
+def test_chapter_network_is_one_parameter_away():
+    model = build_network(
+        (64,), 3, image_shape=(8, 8, 1), width=4, depth=1, network="chapter", dense_width=None
+    )
     names = [layer.name for layer in model.layers]
     assert names == [
         "to_image",
@@ -194,14 +211,12 @@ def test_default_network_is_unchanged():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(lift="pool"), "lift='pool'"),
-        (dict(projection="frobenius"), "projection='frobenius'"),
+        (dict(network="pool"), "network='pool'"),
         (dict(dense_width=1), "dense_width=1"),
         (dict(dense_width=8, dense_depth=-1), "dense_depth=-1"),
+        (dict(lift_block_size=0), "lift_block_size=0"),
     ],
 )
 def test_build_network_bad_options_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_network((64,), 3, image_shape=(8, 8, 1), **kwargs)
-    with pytest.raises(ValueError, match="needs `image_shape`"):
-        build_network((64,), 3, lift="isometric")
