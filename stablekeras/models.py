@@ -61,6 +61,7 @@ __all__ = [
     "CONSTRAINTS",
     "NETWORKS",
     "MODES",
+    "NORMALIZATIONS",
 ]
 
 #: The kinds of block: gradient steps (non-expansive), strongly convex gradient
@@ -73,6 +74,9 @@ NETWORKS = ("certified", "chapter")
 #: How the gradient-step blocks keep ``h L ||A||^2 <= 2``: the kernel normalised
 #: in the forward pass, rescaled after each optimizer step, or adaptive sub-steps.
 MODES = ("normalized", "constraint", "substeps")
+
+#: The rescalings of ``mode="normalized"``: AOL scales or the Gram-iteration bound.
+NORMALIZATIONS = ("aol", "gram")
 
 
 def _is_int_at_least(value, minimum) -> bool:
@@ -118,28 +122,38 @@ def _conv_block(
     activation,
     integrator,
     mode,
+    normalization,
     strong_convexity,
     name,
 ):
     common = dict(step_size=step_size, activation=activation, name=name)
     if constraint == "none":
         return ResidualConv2D(width, kernel_size, **common)
+    common.update(mode=mode, normalization=normalization)
     if constraint == "contractive":
-        return ContractiveConv2D(
-            width, kernel_size, mode=mode, strong_convexity=strong_convexity, **common
-        )
-    return NonExpansiveConv2D(width, kernel_size, mode=mode, integrator=integrator, **common)
+        return ContractiveConv2D(width, kernel_size, strong_convexity=strong_convexity, **common)
+    return NonExpansiveConv2D(width, kernel_size, integrator=integrator, **common)
 
 
 def _dense_block(
-    constraint, *, width, step_size, activation, integrator, mode, strong_convexity, name
+    constraint,
+    *,
+    width,
+    step_size,
+    activation,
+    integrator,
+    mode,
+    normalization,
+    strong_convexity,
+    name,
 ):
     common = dict(step_size=step_size, activation=activation, name=name)
     if constraint == "none":
         return ResidualDense(width, **common)
+    common.update(mode=mode, normalization=normalization)
     if constraint == "contractive":
-        return ContractiveDense(width, mode=mode, strong_convexity=strong_convexity, **common)
-    return NonExpansiveDense(width, mode=mode, integrator=integrator, **common)
+        return ContractiveDense(width, strong_convexity=strong_convexity, **common)
+    return NonExpansiveDense(width, integrator=integrator, **common)
 
 
 def _orthogonal_stage(constraint, n_units, depth, *, step_size, activation, strong_convexity):
@@ -220,6 +234,7 @@ def build_network(
     activation="relu",
     integrator="euler",
     mode: str = "normalized",
+    normalization: str = "aol",
     kernel_size: int = 3,
     max_norm: float | None = None,
     strong_convexity: float = 0.1,
@@ -258,6 +273,10 @@ def build_network(
     mode : {"normalized", "constraint", "substeps"}, default "normalized"
         How the convolutional (and the chapter's dense) blocks keep their
         condition; see :meth:`~stablekeras.layers.NonExpansiveConv2D.used_kernel`.
+    normalization : {"aol", "gram"}, default "aol"
+        The rescaling of ``mode="normalized"``: AOL scales (a Schur-test bound,
+        no iteration, cheapest) or the Gram-iteration bound (the step on the
+        boundary ``h L ||A||^2 = 2`` up to a few percent).
     kernel_size : int, default 3
         Kernel size of the convolutional blocks.
     max_norm : float or None, default None
@@ -277,6 +296,7 @@ def build_network(
     _check_option(network, NETWORKS, "network")
     _check_option(constraint, CONSTRAINTS, "constraint")
     _check_option(mode, MODES, "mode")
+    _check_option(normalization, NORMALIZATIONS, "normalization")
     _check_int(depth, 0, "depth")
     _check_int(dense_width, 2, "dense_width", allow_none=True)
     _check_int(dense_depth, 0, "dense_depth")
@@ -294,6 +314,7 @@ def build_network(
         activation=activation,
         integrator=integrator,
         mode=mode,
+        normalization=normalization,
         strong_convexity=strong_convexity,
     )
     layers: list[keras.layers.Layer] = [keras.Input(shape=input_shape)]

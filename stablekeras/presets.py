@@ -58,6 +58,7 @@ _CERTIFIED = dict(
     network="certified",
     constraint="nonexpansive",
     mode="normalized",
+    normalization="aol",
     step_size=2.0,
     width=16,
     depth=2,

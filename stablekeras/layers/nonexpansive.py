@@ -42,7 +42,7 @@ from stablekeras.layers._operators import ConvOperator, DenseOperator, positive_
 __all__ = ["NonExpansiveDense", "NonExpansiveConv2D", "ContractiveDense", "ContractiveConv2D"]
 
 _MODES = ("constraint", "substeps", "normalized")
-_NORMALIZATIONS = ("gram", "aol")
+_NORMALIZATIONS = ("aol", "gram")
 
 
 class _GradientStep(keras.layers.Layer):
@@ -61,7 +61,7 @@ class _GradientStep(keras.layers.Layer):
         bias_initializer="zeros",
         max_substeps: int = 32,
         strong_convexity: float = 0.0,
-        normalization: str = "gram",
+        normalization: str = "aol",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -309,7 +309,7 @@ class NonExpansiveDense(DenseOperator, _GradientStep):
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         max_substeps: int = 32,
-        normalization: str = "gram",
+        normalization: str = "aol",
         **kwargs,
     ):
         super().__init__(
@@ -369,7 +369,7 @@ class NonExpansiveConv2D(ConvOperator, _GradientStep):
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         max_substeps: int = 32,
-        normalization: str = "gram",
+        normalization: str = "aol",
         **kwargs,
     ):
         super().__init__(
@@ -439,7 +439,7 @@ class ContractiveDense(_Contractive, DenseOperator, _GradientStep):
         bias_initializer="zeros",
         max_substeps: int = 32,
         integrator="euler",
-        normalization: str = "gram",
+        normalization: str = "aol",
         **kwargs,
     ):
         super().__init__(
@@ -487,7 +487,7 @@ class ContractiveConv2D(_Contractive, ConvOperator, _GradientStep):
         bias_initializer="zeros",
         max_substeps: int = 32,
         integrator="euler",
-        normalization: str = "gram",
+        normalization: str = "aol",
         **kwargs,
     ):
         super().__init__(

@@ -61,6 +61,12 @@ def bjorck_orthonormalize(kernel, iterations: int):
     Works on the smaller Gram matrix: the result has orthonormal columns when
     ``kernel`` has at most as many columns as rows, orthonormal rows otherwise
     (in the limit; every iterate has spectral norm at most 1).
+
+    For a tall ``W_0`` (``m x n``, ``m > 3 n / 2``) the iterates are carried as
+    ``W_k = W_0 P_k`` with ``P_k`` a polynomial in ``G = W_0^T W_0``:
+    ``P_{k+1} = P_k (3 I - P_k G P_k) / 2`` costs ``3 n^3`` per iteration instead of
+    the ``2 m n^2`` of ``W_{k+1} = W_k (3 I - W_k^T W_k) / 2``, and gives the same
+    iterate (to float32 rounding).
     """
     w = tf.convert_to_tensor(kernel)
     tall = w.shape[0] >= w.shape[1]
@@ -70,9 +76,19 @@ def bjorck_orthonormalize(kernel, iterations: int):
     # the iterations then start with the largest singular value close to 1.
     gram = tf.matmul(w, w, transpose_a=True)
     scale = tf.stop_gradient(spectral.dense_gram_bound(gram))
-    w = w * tf.math.rsqrt(tf.maximum(scale, 1e-30))
-    for _ in range(int(iterations)):
-        w = 1.5 * w - 0.5 * tf.matmul(w, tf.matmul(w, w, transpose_a=True))
+    inv_c = tf.math.rsqrt(tf.maximum(scale, 1e-30))
+    m, n = int(w.shape[0]), int(w.shape[1])
+    if iterations and 2 * m > 3 * n:
+        g = gram * (inv_c * inv_c)
+        eye = tf.eye(n, dtype=w.dtype)
+        p = 1.5 * eye - 0.5 * g  # P_1 = (3 I - G) / 2
+        for _ in range(int(iterations) - 1):
+            p = 0.5 * tf.matmul(p, 3.0 * eye - tf.matmul(tf.matmul(p, g), p))
+        w = tf.matmul(w * inv_c, p)
+    else:
+        w = w * inv_c
+        for _ in range(int(iterations)):
+            w = 1.5 * w - 0.5 * tf.matmul(w, tf.matmul(w, w, transpose_a=True))
     return w if tall else tf.transpose(w)
 
 

@@ -133,7 +133,7 @@ def test_contractive_normalized_step(trained):
 
 def test_probe_has_power_on_a_normalized_layer_past_the_boundary():
     """The same probe finds expansion when the step is too long for the normalised A."""
-    layer = NonExpansiveConv2D(6, 3, mode="normalized", step_size=2.0)
+    layer = NonExpansiveConv2D(6, 3, mode="normalized", normalization="gram", step_size=2.0)
     layer.build((None, *IMAGE))
     # h = 6 with ||A|| = 1: h L ||A||^2 = 6 > 2, the step expands (1 - 6 = -5 along A)
     kernel = layer.used_kernel()
@@ -151,7 +151,7 @@ def test_bound_is_tight_against_the_jacobian():
     where no unit is active, a reflection on the boundary; its norm is 1.
     """
     keras.utils.set_random_seed(3)
-    layer = NonExpansiveConv2D(4, 3, mode="normalized", step_size=2.0)
+    layer = NonExpansiveConv2D(4, 3, mode="normalized", normalization="gram", step_size=2.0)
     x = np.random.default_rng(0).normal(size=(6, 5, 5, 2)).astype("float32")
     layer(x)
     x = tf.constant(x)
