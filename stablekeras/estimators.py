@@ -531,8 +531,8 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         Target logit margin of the offset cross-entropy, hinge and HKR losses.
         With ``L = 1`` a margin ``m`` certifies the radius ``m / sqrt(2)``.
     epochs : int, default=60
-    batch_size : int, default=128
-    learning_rate : float, default=5e-3
+    batch_size : int, default=256
+    learning_rate : float, default=1e-2
         Peak learning rate of Adam(W), decayed by a cosine schedule to 1% of it.
     weight_decay : float, default=0.0
         Decoupled weight decay (AdamW); 0 uses Adam.
@@ -652,8 +652,8 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         loss="offset_crossentropy",
         margin=3.0,
         epochs=60,
-        batch_size=128,
-        learning_rate=5e-3,
+        batch_size=256,
+        learning_rate=1e-2,
         weight_decay=0.0,
         validation_fraction=0.1,
         early_stopping=False,
@@ -841,8 +841,8 @@ lift_block_size, dense_width, dense_depth, normalization :
         max_norm=None,
         strong_convexity=0.1,
         epochs=60,
-        batch_size=128,
-        learning_rate=5e-3,
+        batch_size=256,
+        learning_rate=1e-2,
         weight_decay=0.0,
         validation_fraction=0.1,
         early_stopping=False,
