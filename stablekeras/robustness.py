@@ -108,7 +108,17 @@ _ALTERNATIVE = {
 _ALTERNATIVE["carlini_wagner_l2"] = _ALTERNATIVE["carlini_wagner"] = _ALTERNATIVE["cw"]
 
 _NORMS = {"2": 2, "l2": 2, "inf": np.inf, "linf": np.inf}
+#: The losses one compiled attack increases.
 _LOSSES = ("crossentropy", "margin")
+#: ``loss="both"``: run the attack with each of ``_LOSSES``; a point is robust only
+#: if it survives all of them.
+_BOTH = "both"
+#: How tables and plots name each measure.
+_LOSS_LABELS = {
+    "crossentropy": "cross-entropy only",
+    "margin": "margin only",
+    _BOTH: "cross-entropy and margin",
+}
 
 #: Number of times an attack function has been traced (a Python side effect of
 #: tracing, read by the tests to check that batches do not retrace).
@@ -195,8 +205,8 @@ def _check_settings(attack, norm, steps, step_size, random_start, loss, clip, ba
         isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) or not step_size > 0
     ):
         raise _invalid("step_size", "None or a number > 0", step_size)
-    if loss not in _LOSSES:
-        raise _invalid("loss", f"one of {_LOSSES}", loss)
+    if loss not in (*_LOSSES, _BOTH):
+        raise _invalid("loss", f"one of {(*_LOSSES, _BOTH)}", loss)
     if random_start and attack != "pgd":
         raise ValueError(
             f"attack={attack!r} has no random start (random_start=True); use attack='pgd' "
@@ -456,7 +466,18 @@ def _run_attack(
     random_state,
     verbose,
 ):
-    """Return (X_adv, clean predictions, adversarial predictions, encoded y)."""
+    """Return (X_adv, clean predictions, adversarial predictions, encoded y).
+
+    With ``loss="both"`` the points of the two attacks are combined per point
+    (see :func:`_combine_attacks`).
+    """
+    if loss == _BOTH:
+        runs = _attack_runs(
+            estimator, X, y, attack=attack, eps=eps, norm=norm, steps=steps,
+            step_size=step_size, random_start=random_start, loss=loss, clip=clip,
+            batch_size=batch_size, random_state=random_state, verbose=verbose,
+        )  # fmt: skip
+        return _combine_attacks(runs)
     pipeline = isinstance(estimator, Pipeline)
     attack, norm, steps, step_size, random_start, loss, clip, batch_size = _check_settings(
         attack, norm, steps, step_size, random_start, loss, clip, batch_size
@@ -505,6 +526,35 @@ def _run_attack(
     return np.concatenate(advs), np.concatenate(cleans), np.concatenate(preds), y_idx
 
 
+def _attack_runs(estimator, X, y, *, loss, **settings) -> dict:
+    """``{loss: _run_attack(...)}`` for each attack loss that ``loss`` names."""
+    losses = _LOSSES if loss == _BOTH else (loss,)
+    return {name: _run_attack(estimator, X, y, loss=name, **settings) for name in losses}
+
+
+def _robust_mask(run) -> np.ndarray:
+    """Per point: classified correctly as it is and after the attack of ``run``."""
+    _, clean, adv, y_idx = run
+    return (clean == y_idx) & (adv == y_idx)
+
+
+def _combine_attacks(runs: dict):
+    """One ``_run_attack`` result from several attacks on the same points.
+
+    Per point, the adversarial point (and its prediction) of the first attack,
+    in the order of ``_LOSSES``, whose point is misclassified; the last attack's
+    point when none is. A point is then robust under the combination exactly
+    when it is robust under every attack.
+    """
+    results = list(runs.values())
+    x_adv, clean, adv, y_idx = (np.copy(v) for v in results[-1])
+    for x_other, _, adv_other, _ in reversed(results[:-1]):
+        take = adv_other != y_idx
+        x_adv[take] = x_other[take]
+        adv[take] = adv_other[take]
+    return x_adv, clean, adv, y_idx
+
+
 def _logits(est, X, batch_size=1024):
     n, n_features = X.shape
     fn = _forward_fn(est.model_, n_features)
@@ -531,9 +581,12 @@ _ATTACK_PARAMS_DOC = """
         (capped at ``eps``). Unused by FGSM, which takes one step of ``eps``.
     random_start : bool, default=False
         PGD only: start from a uniform random point of the ball (Madry et al.).
-    loss : {"crossentropy", "margin"}, default="crossentropy"
+    loss : {"crossentropy", "margin", "both"}, default="crossentropy"
         The loss the attack increases: CleverHans's softmax cross-entropy, or the
-        Carlini-Wagner margin ``max_{j != y} z_j - z_y``.
+        Carlini-Wagner margin ``max_{j != y} z_j - z_y``. ``"both"`` runs the
+        attack once with each loss, and a point counts as robust only if it
+        survives both (the stronger measure: cross-entropy gradients vanish on a
+        saturated softmax, the margin's do not).
     clip : (float, float) or None, default=(0.0, 1.0)
         Box the adversarial points stay in (pixels in [0, 1]); ``None`` does not
         clip. ``X`` itself must lie in the box.
@@ -604,7 +657,11 @@ generate_adversarial.__doc__ = (
     Returns
     -------
     X_adv : ndarray of float32, shape (n_samples, n_features)
-        Inside the ``eps``-ball of ``X`` in ``norm`` and inside ``clip``.
+        Inside the ``eps``-ball of ``X`` in ``norm`` and inside ``clip``. With
+        ``loss="both"``, per point: the cross-entropy attack's point if it is
+        misclassified, otherwise the margin attack's point; so the model
+        classifies ``X_adv[i]`` correctly exactly when both attacks failed on
+        point ``i``.
 
     Raises
     ------
@@ -640,6 +697,14 @@ generate_adversarial.__doc__ = (
     >>> X_adv = generate_adversarial(clf, X[:20], y[:20], attack="fgsm", eps=0.1, norm="linf")
     >>> bool(np.abs(X_adv - X[:20]).max() <= 0.1 + 1e-6), X_adv.dtype
     (True, dtype('float32'))
+
+    With ``loss="both"`` a point is misclassified if either attack succeeded:
+
+    >>> def fooled(loss):
+    ...     adv = generate_adversarial(clf, X[:50], y[:50], eps=1.0, steps=5, loss=loss)
+    ...     return clf.predict(adv) != y[:50]
+    >>> bool(np.array_equal(fooled("both"), fooled("crossentropy") | fooled("margin")))
+    True
     """
 )
 
@@ -1011,8 +1076,9 @@ def robustness_curve(
     norm: float | str = 2,
     steps: int = 20,
     step_size: float | None = None,
+    relative_step: float | None = None,
     random_start: bool = False,
-    loss: str = "crossentropy",
+    loss: str = "both",
     clip: tuple[float, float] | None = (0.0, 1.0),
     batch_size: int = 512,
     random_state=None,
@@ -1021,15 +1087,31 @@ def robustness_curve(
 ) -> dict[str, Any]:
     """Robust and certified accuracy over a range of radii, as a table.
 
+    By default a point counts as robust only if both a cross-entropy and a
+    margin attack fail on it (``loss="both"``), the stronger measure.
+
     Parameters
     ----------
     estimator : StableClassifier or Pipeline
+        A fitted classifier, or a fitted pipeline ending in one.
     X : array-like of shape (n_samples, n_features)
+        The clean points.
     y : array-like of shape (n_samples,)
+        True labels, from ``classes_``.
     eps : sequence of float, default=(0, 0.1, 0.3, 0.5, 1)
-    attack, norm, steps, step_size, random_start, loss, clip, batch_size, random_state, verbose :
-        As in :func:`robust_accuracy`. With ``step_size=None`` each radius uses
-        ``2.5 * eps / steps`` and one compiled attack serves all radii.
+        The radii.
+    attack, norm, steps, step_size, random_start, clip, batch_size, random_state, verbose
+        As in :func:`robust_accuracy`. With ``step_size=None`` (and no
+        ``relative_step``) each radius uses ``2.5 * eps / steps`` and one
+        compiled attack serves all radii.
+    relative_step : float or None, default=None
+        Step of each iteration as a fraction of each radius, in (0, 1]:
+        ``steps=100, relative_step=0.1`` is l2-PGD with 100 steps of 0.1 eps.
+        Exclusive with ``step_size``.
+    loss : {"both", "crossentropy", "margin"}, default="both"
+        The attack's loss. ``"both"`` runs a cross-entropy and a margin attack
+        from the same clean points; a point is robust only if it survives both,
+        and the result also holds each attack's own accuracies.
     name : str, optional
         Label of the estimator in tables and plots; default: its class and constraint.
 
@@ -1038,10 +1120,18 @@ def robustness_curve(
     dict
         ``"name"``; ``"eps"``, ``"robust"`` and ``"certified"`` (lists of float, one
         per radius; ``"certified"`` is ``None`` for an estimator without
-        ``lipschitz_bound_``); ``"clean"`` (float, the accuracy); the settings
-        ``"attack"``, ``"norm"`` ("l2" or "linf"), ``"steps"``, ``"step_size"``,
+        ``lipschitz_bound_``); ``"robust_by_loss"`` (``{"crossentropy": [...],
+        "margin": [...]}`` with ``loss="both"``, otherwise ``{loss: robust}``);
+        ``"clean"`` (float, the accuracy); the settings ``"attack"``, ``"norm"``
+        ("l2" or "linf"), ``"steps"``, ``"step_size"``, ``"relative_step"``,
         ``"random_start"``, ``"loss"``, ``"clip"``; ``"n_samples"`` and
         ``"lipschitz_bound"``.
+
+    Raises
+    ------
+    ValueError
+        For the invalid settings :func:`robust_accuracy` refuses, and for a
+        ``relative_step`` outside (0, 1] or given together with ``step_size``.
 
     See Also
     --------
@@ -1055,27 +1145,52 @@ def robustness_curve(
     >>> X = X / 16
     >>> clf = StableClassifier(depth=1, epochs=2, random_state=0).fit(X[:300], y[:300])
     >>> curve = robustness_curve(clf, X[300:400], y[300:400], eps=[0, 0.5, 1.0], steps=5)
-    >>> curve["eps"], curve["robust"][0] == curve["clean"]
-    ([0.0, 0.5, 1.0], True)
+    >>> curve["eps"], curve["robust"][0] == curve["clean"], curve["loss"]
+    ([0.0, 0.5, 1.0], True, 'both')
+    >>> by_loss = curve["robust_by_loss"]
+    >>> all(r <= min(c, m) for r, c, m in zip(curve["robust"], *by_loss.values()))
+    True
     """
     values, _ = _check_eps_list(eps)
+    _check_settings(attack, norm, steps, step_size, random_start, loss, clip, batch_size)
+    if relative_step is not None:
+        if (
+            isinstance(relative_step, bool)
+            or not isinstance(relative_step, numbers.Real)
+            or not 0 < relative_step <= 1
+        ):
+            raise _invalid("relative_step", "None or a number in (0, 1]", relative_step)
+        if step_size is not None:
+            raise ValueError(
+                "Pass either `step_size` or `relative_step`, not both. Received: "
+                f"step_size={step_size!r}, relative_step={relative_step!r}"
+            )
     settings = dict(
         attack=attack,
         norm=norm,
         steps=steps,
-        step_size=step_size,
         random_start=random_start,
-        loss=loss,
         clip=clip,
         batch_size=batch_size,
         random_state=random_state,
         verbose=verbose,
     )
-    _check_settings(attack, norm, steps, step_size, random_start, loss, clip, batch_size)
-    clean = robust_accuracy(estimator, X, y, **{**settings, "eps": 0.0})
-    robust = [
-        clean if e == 0 else robust_accuracy(estimator, X, y, eps=e, **settings) for e in values
-    ]
+    masks = {}  # eps -> {loss: per-point robust mask}
+    for e in values:
+        step = step_size if relative_step is None or e == 0 else float(relative_step) * e
+        runs = _attack_runs(estimator, X, y, loss=loss, eps=e, step_size=step, **settings)
+        masks[e] = {k: _robust_mask(run) for k, run in runs.items()}
+    if 0.0 not in masks:  # eps=0 runs no attack: the clean accuracy
+        masks[0.0] = {
+            k: _robust_mask(run)
+            for k, run in _attack_runs(
+                estimator, X, y, loss=loss, eps=0.0, step_size=None, **settings
+            ).items()
+        }
+    both = {e: np.logical_and.reduce(list(m.values())) for e, m in masks.items()}
+    clean = _weighted_mean(both[0.0], None)
+    robust = [_weighted_mean(both[e], None) for e in values]
+    by_loss = {k: [_weighted_mean(masks[e][k], None) for e in values] for k in masks[0.0]}
     est, _ = _resolve(estimator, X)
     L = getattr(est, "lipschitz_bound_", None)
     certified = None
@@ -1087,11 +1202,13 @@ def robustness_curve(
         "eps": values,
         "clean": clean,
         "robust": robust,
+        "robust_by_loss": by_loss,
         "certified": certified,
         "attack": _check_attack(attack),
         "norm": "l2" if norm_v == 2 else "linf",
         "steps": int(steps),
         "step_size": step_size,
+        "relative_step": None if relative_step is None else float(relative_step),
         "random_start": bool(random_start),
         "loss": loss,
         "clip": None if clip is None else list(_check_clip(clip)),
@@ -1108,32 +1225,62 @@ def _as_curves(results) -> list[dict]:
     return [dict(r) for r in results]
 
 
-def format_table(curves, *, percent: bool = True) -> str:
+def _measure(curve: Mapping, *, loss: str | None = None) -> str:
+    """How a curve's robust accuracy was measured, e.g. ``"pgd, l2, 100 steps of 0.1 eps,
+    cross-entropy and margin"``."""
+    attack = curve.get("attack", "attack")
+    parts = [attack, curve.get("norm", "l2")]
+    if attack != "fgsm" and "steps" in curve:
+        steps = f"{curve['steps']} steps"
+        if curve.get("relative_step") is not None:
+            steps += f" of {curve['relative_step']:g} eps"
+        parts.append(steps)
+    loss = loss if loss is not None else curve.get("loss")
+    if loss is not None:
+        parts.append(_LOSS_LABELS.get(loss, str(loss)))
+    return ", ".join(parts)
+
+
+def format_table(curves, *, percent: bool = True, by_loss: bool = False) -> str:
     """A Markdown table of one or several :func:`robustness_curve` results.
 
     One row per estimator and metric (robust, certified), one column per radius.
-    Radii may differ between curves: the columns are their union, ``-`` marks a
-    missing value.
+    The robust row names how it was measured: the attack, norm, steps and loss
+    (``cross-entropy and margin`` when a point counts as robust only if both
+    attacks fail on it). Radii may differ between curves: the columns are their
+    union, ``-`` marks a missing value.
 
     Parameters
     ----------
     curves : dict, list of dict, or dict name -> dict
+        :func:`robustness_curve` results.
     percent : bool, default=True
         Accuracies in percent with one decimal; otherwise fractions.
+    by_loss : bool, default=False
+        Also a row for each single attack of a ``loss="both"`` curve.
 
     Returns
     -------
     str
+        The table, one line per row.
+
+    See Also
+    --------
+    robustness_curve, plot_robustness_curve
 
     Examples
     --------
     >>> curve = {"name": "net", "eps": [0.0, 0.5], "clean": 0.9, "robust": [0.9, 0.5],
-    ...          "certified": [0.8, 0.2], "attack": "pgd", "steps": 20, "norm": "l2"}
+    ...          "certified": [0.8, 0.2], "attack": "pgd", "steps": 20, "norm": "l2",
+    ...          "loss": "both", "robust_by_loss": {"crossentropy": [0.9, 0.7],
+    ...                                             "margin": [0.9, 0.5]}}
     >>> print(format_table(curve))
     | estimator | accuracy (%) | eps=0 | eps=0.5 |
     |---|---|---|---|
-    | net | robust (pgd, l2, 20 steps) | 90.0 | 50.0 |
+    | net | robust (pgd, l2, 20 steps, cross-entropy and margin) | 90.0 | 50.0 |
     | net | certified | 80.0 | 20.0 |
+    >>> print(format_table(curve, by_loss=True).splitlines()[3])
+    | net | robust (pgd, l2, 20 steps, cross-entropy only) | 90.0 | 70.0 |
     """
     curves = _as_curves(curves)
     radii = sorted({float(e) for c in curves for e in c["eps"]})
@@ -1146,11 +1293,10 @@ def format_table(curves, *, percent: bool = True) -> str:
     head = ["estimator", "accuracy (%)" if percent else "accuracy"] + [f"eps={e:g}" for e in radii]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in curves:
-        attack = c.get("attack", "attack")
-        desc = f"robust ({attack}, {c.get('norm', 'l2')}"
-        if attack != "fgsm" and "steps" in c:
-            desc += f", {c['steps']} steps"
-        rows = [(desc + ")", c["robust"])]
+        rows = [(f"robust ({_measure(c)})", c["robust"])]
+        if by_loss and c.get("loss") == _BOTH:
+            for loss, vals in c.get("robust_by_loss", {}).items():
+                rows.append((f"robust ({_measure(c, loss=loss)})", vals))
         if c.get("certified") is not None:
             rows.append(("certified", c["certified"]))
         for label, vals in rows:
@@ -1165,7 +1311,9 @@ def plot_robustness_curve(results, ax=None, *, certified: bool = True):
 
     Each estimator gets one colour: its robust accuracy (attack) as a solid line
     with markers, its certified accuracy as a dashed line, as in the chapter's
-    figure.
+    figure. The robust line's label names the attack and its loss
+    (``"cross-entropy and margin"``: robust only if both attacks fail, the
+    default of :func:`robustness_curve`).
 
     Parameters
     ----------
@@ -1179,16 +1327,24 @@ def plot_robustness_curve(results, ax=None, *, certified: bool = True):
     Returns
     -------
     ax : matplotlib Axes
+        The axes drawn on.
+
+    See Also
+    --------
+    robustness_curve, format_table
 
     Examples
     --------
     >>> import matplotlib
     >>> matplotlib.use("Agg")
     >>> curve = {"name": "net", "eps": [0.0, 0.5], "clean": 0.9, "robust": [0.9, 0.5],
-    ...          "certified": [0.8, 0.2]}
+    ...          "certified": [0.8, 0.2], "attack": "pgd", "loss": "both"}
     >>> ax = plot_robustness_curve([curve, {**curve, "name": "other", "certified": None}])
-    >>> [line.get_label() for line in ax.lines]
-    ['net', 'net (certified)', 'other']
+    >>> for line in ax.lines:
+    ...     print(line.get_label())
+    net (pgd, cross-entropy and margin)
+    net (certified)
+    other (pgd, cross-entropy and margin)
     """
     if ax is None:
         import matplotlib.pyplot as plt
@@ -1200,7 +1356,10 @@ def plot_robustness_curve(results, ax=None, *, certified: bool = True):
         color = f"C{i % 10}"
         name = c.get("name") or f"estimator {i}"
         norms.add(c.get("norm", "l2"))
-        ax.plot(c["eps"], c["robust"], "-o", color=color, label=name)
+        measure = c.get("attack", "attack")
+        if c.get("loss") is not None:
+            measure += f", {_LOSS_LABELS.get(c['loss'], c['loss'])}"
+        ax.plot(c["eps"], c["robust"], "-o", color=color, label=f"{name} ({measure})")
         if certified and c.get("certified") is not None:
             ax.plot(
                 c["eps"],

@@ -359,6 +359,7 @@ def test_robustness_curve_table_and_plot(resnet, certified_net, digits, tmp_path
         "resnet": robustness_curve(resnet, X, y, eps=radii, steps=10),
         "non-expansive": robustness_curve(certified_net, X, y, eps=radii, steps=10),
     }
+    by_loss = {k: c["robust_by_loss"] for k, c in curves.items()}
     for clf, curve in zip((resnet, certified_net), curves.values()):
         assert curve["eps"] == radii
         assert curve["clean"] == pytest.approx(clf.score(X, y))
@@ -366,13 +367,31 @@ def test_robustness_curve_table_and_plot(resnet, certified_net, digits, tmp_path
         assert np.all(np.diff(curve["robust"]) <= 0.01)
         assert np.all(np.array(curve["certified"]) <= np.array(curve["robust"]) + 1e-12)
         assert curve["attack"] == "pgd" and curve["norm"] == "l2" and curve["steps"] == 10
+        # the default measure: robust only if both attacks fail, never above either one
+        assert curve["loss"] == "both" and set(curve["robust_by_loss"]) == {
+            "crossentropy",
+            "margin",
+        }
+        for robust, ce, margin in zip(curve["robust"], *curve["robust_by_loss"].values()):
+            assert robust <= min(ce, margin)
     assert curves["resnet"]["name"] == "StableClassifier(none)"
+    # the margin attack finds points the cross-entropy attack misses on the certified net
+    assert by_loss["non-expansive"]["margin"][-1] < by_loss["non-expansive"]["crossentropy"][-1]
     table = format_table(curves)
-    assert table.count("\n") == 1 + 4 and "| resnet | robust (pgd, l2, 10 steps) |" in table
+    measure = "robust (pgd, l2, 10 steps, cross-entropy and margin)"
+    assert table.count("\n") == 1 + 4 and f"| resnet | {measure} |" in table
+    detailed = format_table(curves, by_loss=True)
+    assert detailed.count("\n") == 1 + 8
+    assert "| resnet | robust (pgd, l2, 10 steps, margin only) |" in detailed
 
     ax = plot_robustness_curve(curves)
     labels = [line.get_label() for line in ax.lines]
-    assert labels == ["resnet", "resnet (certified)", "non-expansive", "non-expansive (certified)"]
+    assert labels == [
+        "resnet (pgd, cross-entropy and margin)",
+        "resnet (certified)",
+        "non-expansive (pgd, cross-entropy and margin)",
+        "non-expansive (certified)",
+    ]
     assert ax.lines[0].get_color() == ax.lines[1].get_color() != ax.lines[2].get_color()
     assert ax.lines[0].get_linestyle() == "-" and ax.lines[1].get_linestyle() == "--"
     path = tmp_path / "curve.png"
@@ -382,6 +401,53 @@ def test_robustness_curve_table_and_plot(resnet, certified_net, digits, tmp_path
     assert plot_robustness_curve(curves["resnet"], ax=ax2, certified=False) is ax2
     assert len(ax2.lines) == 1
     plt.close("all")
+
+
+def test_both_attacks_is_the_per_point_and_of_the_two(resnet, digits):
+    """loss="both": a point is robust only if the cross-entropy and the margin attack both fail."""
+    _, _, X, y = digits
+    X, y = X[:150], y[:150]
+    settings = dict(eps=0.5, steps=10)
+    clean = resnet.predict(X) == y
+    robust = {}
+    for loss in ("crossentropy", "margin", "both"):
+        adv = generate_adversarial(resnet, X, y, loss=loss, **settings)
+        assert np.all(np.linalg.norm(adv - X, axis=1) <= 0.5 + 1e-5)
+        robust[loss] = clean & (resnet.predict(adv) == y)
+    ce, margin, both = robust["crossentropy"], robust["margin"], robust["both"]
+    # each attack breaks points the other misses here, so "both" is below each one
+    assert (ce & ~margin).any() and (margin & ~ce).any()
+    assert np.array_equal(both, ce & margin)
+    assert both.sum() < min(ce.sum(), margin.sum())
+    accuracy = robust_accuracy(resnet, X, y, loss="both", **settings)
+    assert accuracy == pytest.approx(both.mean())
+    scorer = make_robustness_scorer(loss="both", **settings)
+    assert scorer(resnet, X, y) == pytest.approx(both.mean())
+    assert "loss='both'" in repr(pickle.loads(pickle.dumps(scorer)))
+    curve = robustness_curve(resnet, X, y, eps=[0.5], steps=10)
+    assert curve["robust"] == [pytest.approx(both.mean())]
+    assert curve["robust_by_loss"]["crossentropy"] == [pytest.approx(ce.mean())]
+    assert curve["robust_by_loss"]["margin"] == [pytest.approx(margin.mean())]
+    assert curve["clean"] == pytest.approx(clean.mean())
+
+
+def test_relative_step_is_a_fraction_of_each_radius(resnet, digits):
+    _, _, X, y = digits
+    X, y = X[:100], y[:100]
+    curve = robustness_curve(
+        resnet, X, y, eps=[0.3, 0.6], steps=10, relative_step=0.1, loss="margin"
+    )
+    for eps, value in zip(curve["eps"], curve["robust"]):
+        direct = robust_accuracy(
+            resnet, X, y, eps=eps, steps=10, step_size=0.1 * eps, loss="margin"
+        )
+        assert value == pytest.approx(direct)
+    assert curve["relative_step"] == 0.1
+    assert "10 steps of 0.1 eps, margin only" in format_table(curve)
+    with pytest.raises(ValueError, match="relative_step=1.5"):
+        robustness_curve(resnet, X, y, eps=[0.3], relative_step=1.5)
+    with pytest.raises(ValueError, match="either `step_size` or `relative_step`"):
+        robustness_curve(resnet, X, y, eps=[0.3], relative_step=0.1, step_size=0.01)
 
 
 # ---- documentation ---------------------------------------------------------------------------
