@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format clean
+.PHONY: demo test test-slow docs docs-check lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,23 @@ test-slow: $(STAMP)
 	$(PYTEST) -m slow --ignore=tests/test_certified_mnist.py
 	$(PY) -m pytest -q -m slow tests/test_certified_mnist.py
 
+# The documentation site: API reference from the docstrings, the tutorials from their
+# committed outputs (not executed), warnings as errors.
+DOCS_STAMP := $(VENV)/.docs-installed
+
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(PY) -m sphinx -E -W --keep-going -b html -q docs docs/_build/html
+	@echo "built docs/_build/html/index.html"
+
+# The built site in headless Chromium over a local http server (needs Debian's
+# chromium and chromium-driver; .ci/run installs them).
+docs-check: $(DOCS_STAMP)
+	$(PY) -m pytest -q -m docs tests/test_docs_site.py
+
 lint: $(STAMP)
 	$(PY) -m ruff check stablekeras tests benchmarks
 	$(PY) -m ruff format --check stablekeras tests benchmarks
@@ -38,4 +55,4 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix stablekeras tests benchmarks
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache docs/_build docs/tutorials docs/jupyter_execute

@@ -200,7 +200,7 @@ def run_demo(
     Examples
     --------
     >>> import tempfile
-    >>> results = run_demo(tempfile.mkdtemp(), quick=True, epochs=1, n_eval=20, verbose=0)
+    >>> results = run_demo(tempfile.mkdtemp(), quick=True, epochs=1, steps=2, n_eval=20, verbose=0)
     >>> sorted(results["models"])
     ['baseline', 'stable']
     >>> results["models"]["baseline"]["params"]["constraint"]

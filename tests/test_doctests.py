@@ -17,6 +17,7 @@ MODULES = [
     "stablekeras.layers.dynamics",
     "stablekeras.models",
     "stablekeras.losses",
+    "stablekeras.demo",
 ]
 
 

@@ -33,6 +33,7 @@ SUBMODULES = [
     "robustness",
     "datasets",
     "export",
+    "demo",
     "cli",
 ]
 MODULES = ["stablekeras"] + [f"stablekeras.{name}" for name in SUBMODULES]
