@@ -20,7 +20,8 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-#: Submodules reachable as attributes of the package (``stablekeras.layers``, ...).
+#: Submodules reachable as attributes of the package (``stablekeras.layers``, ...), each
+#: imported on first access; the first seven are also in ``__all__``.
 _SUBMODULES = (
     "activations",
     "constraints",
@@ -29,6 +30,12 @@ _SUBMODULES = (
     "losses",
     "models",
     "spectral",
+    "estimators",
+    "robustness",
+    "datasets",
+    "export",
+    "demo",
+    "cli",
 )
 
 #: Headline names -> the module that defines them.
