@@ -74,11 +74,14 @@ def test_help_version_and_usage_errors_do_not_import_tensorflow(tmp_path):
         "import sys, stablekeras; assert 'tensorflow' not in sys.modules; "
         "print(stablekeras.__version__, 'StableClassifier' in dir(stablekeras)); "
         "from stablekeras import StableClassifier, layers; "
-        "print(StableClassifier.__module__, layers.NonExpansiveDense.__name__)"
+        "print(StableClassifier.__module__, layers.NonExpansiveDense.__name__, "
+        "stablekeras.robustness.format_table.__name__)"
     )
     proc = _run(sys.executable, "-c", check)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["0.1.0", "True", "stablekeras.estimators", "NonExpansiveDense"]
+    assert proc.stdout.split() == [
+        "0.1.0", "True", "stablekeras.estimators", "NonExpansiveDense", "format_table"
+    ]  # fmt: skip
 
 
 def test_python_m_stablekeras_and_the_console_script_in_real_processes(tmp_path):
