@@ -31,6 +31,7 @@ _SUBMODULES = (
     "models",
     "spectral",
     "estimators",
+    "presets",
     "robustness",
     "datasets",
     "export",

@@ -236,6 +236,7 @@ def _cmd_demo(args) -> int:
 
 def _cmd_train(args) -> int:
     params = {
+        "network": args.network,
         "constraint": args.constraint,
         "loss": args.loss,
         "margin": args.margin,
@@ -384,12 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
         "the estimator's defaults.",
     )  # fmt: skip
     train.add_argument("--out", required=True, help="the pickle to write, e.g. model.pkl")
+    train.add_argument(
+        "--network", help="certified (the default: every layer bounded) or chapter"
+    )
     train.add_argument("--constraint", help="nonexpansive, contractive or none")
-    train.add_argument("--loss", help="crossentropy or hinge")
-    train.add_argument("--margin", type=float, help="target margin of the hinge loss")
+    train.add_argument("--loss", help="offset_crossentropy, crossentropy, hinge or hkr")
+    train.add_argument("--margin", type=float, help="target margin of the loss")
     train.add_argument(
         "--max-norm", type=_max_norm, default=_UNSET,
-        help="spectral-norm cap of lift and projection, or 'none'",
+        help="network chapter: spectral-norm cap of lift and projection, or 'none'",
     )  # fmt: skip
     train.add_argument("--step-size", type=float, help="step h of each block")
     train.add_argument("--depth", type=int, help="number of blocks")

@@ -37,7 +37,8 @@ def _one_line_error(capsys, status, expected, code=2):
 def model_path(tmp_path_factory):
     """A StableClassifier trained by ``stablekeras train`` on the first 1200 digits."""
     path = tmp_path_factory.mktemp("cli") / "models" / "model.pkl"
-    options = ["--split", "train[:1200]", "--loss", "hinge", "--margin", "0.4", "--max-norm", "1"]
+    options = ["--split", "train[:1200]", "--network", "chapter", "--loss", "hinge"]
+    options += ["--margin", "0.4", "--max-norm", "1"]
     assert main(["train", "--quiet", "--out", str(path), *options, *TINY]) == 0
     return path
 
@@ -183,7 +184,8 @@ def test_train_pickles_the_estimator_with_the_options(model_path):
         clf = pickle.load(fh)
     assert isinstance(clf, StableClassifier)
     params = clf.get_params()
-    assert (params["loss"], params["margin"], params["max_norm"]) == ("hinge", 0.4, 1.0)
+    assert (params["network"], params["loss"]) == ("chapter", "hinge")
+    assert (params["margin"], params["max_norm"]) == (0.4, 1.0)
     assert (params["epochs"], params["width"], params["depth"]) == (2, 8, 1)
     assert clf.n_features_in_ == 64 and clf.lipschitz_bound_ <= 1.0 + 1e-6
 
