@@ -385,9 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the estimator's defaults.",
     )  # fmt: skip
     train.add_argument("--out", required=True, help="the pickle to write, e.g. model.pkl")
-    train.add_argument(
-        "--network", help="certified (the default: every layer bounded) or chapter"
-    )
+    train.add_argument("--network", help="certified (the default: every layer bounded) or chapter")
     train.add_argument("--constraint", help="nonexpansive, contractive or none")
     train.add_argument("--loss", help="offset_crossentropy, crossentropy, hinge or hkr")
     train.add_argument("--margin", type=float, help="target margin of the loss")

@@ -937,7 +937,7 @@ def certified_radius(estimator, X, *, batch_size: int = 1024) -> np.ndarray:
     >>> from sklearn.datasets import load_digits
     >>> from stablekeras import StableClassifier
     >>> X, y = load_digits(return_X_y=True)
-    >>> clf = StableClassifier(depth=1, epochs=2, max_norm=1.0, random_state=0)
+    >>> clf = StableClassifier(depth=1, epochs=2, random_state=0)  # certified: L <= 1
     >>> clf = clf.fit(X[:300] / 16, y[:300])
     >>> r = certified_radius(clf, X[:5] / 16)
     >>> r.shape, bool(np.all(r >= 0))
@@ -1004,7 +1004,7 @@ def certified_accuracy(
     >>> from stablekeras import StableClassifier
     >>> X, y = load_digits(return_X_y=True)
     >>> X = X / 16
-    >>> clf = StableClassifier(depth=1, epochs=2, max_norm=1.0, loss="hinge", random_state=0)
+    >>> clf = StableClassifier(depth=1, epochs=2, random_state=0)  # certified: L <= 1
     >>> clf = clf.fit(X[:300], y[:300])
     >>> acc = certified_accuracy(clf, X[300:400], y[300:400], eps=[0.0, 0.1, 1.0])
     >>> bool(acc[0] >= acc[1] >= acc[2])
@@ -1047,7 +1047,7 @@ def make_certified_scorer(*, eps: float, norm: float | str = 2, batch_size: int 
     >>> from sklearn.datasets import load_digits
     >>> from stablekeras import StableClassifier
     >>> X, y = load_digits(return_X_y=True)
-    >>> clf = StableClassifier(depth=1, epochs=1, max_norm=1.0, random_state=0)
+    >>> clf = StableClassifier(depth=1, epochs=1, random_state=0)  # certified: L <= 1
     >>> clf = clf.fit(X[:200] / 16, y[:200])
     >>> scorer = make_certified_scorer(eps=0.1)
     >>> 0.0 <= scorer(clf, X[200:300] / 16, y[200:300]) <= 1.0

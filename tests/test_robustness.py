@@ -47,18 +47,21 @@ def digits():
 
 @pytest.fixture(scope="module")
 def resnet(digits):
-    """The unconstrained baseline: accurate, and easy to attack."""
+    """The chapter's unconstrained ResNet: accurate, and easy to attack."""
     Xtr, ytr, _, _ = digits
-    return StableClassifier(constraint="none", depth=2, epochs=10, random_state=0).fit(Xtr, ytr)
+    clf = StableClassifier(network="chapter", constraint="none", depth=2, epochs=10, random_state=0)
+    return clf.fit(Xtr, ytr)
 
 
 @pytest.fixture(scope="module")
 def certified_net(digits):
-    """Non-expansive blocks, lift and projection capped at norm 1, hinge loss: L <= 1."""
+    """The chapter's non-expansive blocks, lift and projection capped at norm 1, hinge loss:
+    L <= 1."""
     Xtr, ytr, _, _ = digits
     clf = StableClassifier(
-        loss="hinge", margin=0.5, max_norm=1.0, depth=2, width=32, epochs=10, random_state=0
-    )
+        network="chapter", loss="hinge", margin=0.5, max_norm=1.0, depth=2, width=32,
+        epochs=10, random_state=0,
+    )  # fmt: skip
     return clf.fit(Xtr, ytr)
 
 
