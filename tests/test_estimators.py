@@ -53,10 +53,14 @@ def test_decision_function_is_logits(digits):
 def test_multi_output_regression(digits):
     X, y = digits
     Y = np.c_[y, -2.0 * y, np.sin(y)].astype(np.float32)
-    reg = StableRegressor(width=16, depth=2, epochs=30, random_state=0).fit(X[:1200], Y[:1200])
+    # the certified default (1-Lipschitz in standardised units; R^2 0.53 measured) and the
+    # chapter's free network (0.82): both learn all three outputs
+    reg = StableRegressor(random_state=0).fit(X[:1200], Y[:1200])
     pred = reg.predict(X[1200:])
     assert pred.shape == (len(X) - 1200, 3)
-    assert reg.score(X[1200:], Y[1200:]) > 0.5
+    assert reg.score(X[1200:], Y[1200:]) > 0.45
+    free = StableRegressor(network="chapter", width=16, depth=2, epochs=30, random_state=0)
+    assert free.fit(X[:1200], Y[:1200]).score(X[1200:], Y[1200:]) > 0.7
     single = StableRegressor(**SMALL).fit(X[:200], y[:200].astype(float))
     assert single.predict(X[:5]).shape == (5,)
     assert single.lipschitz_bound_ == pytest.approx(lipschitz_bound(single.model_))
