@@ -11,12 +11,14 @@ bytes. They work in pipelines, ``clone``, ``GridSearchCV(n_jobs=2)`` and
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
 import os
 import tempfile
 from numbers import Integral, Real
 
+import joblib
 import keras
 import numpy as np
 import tensorflow as tf
@@ -24,6 +26,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
@@ -124,6 +127,63 @@ def _renamed_parameters(init):
     return wrapper
 
 
+class _ModelBuilderOption(Options):
+    """A ``_parameter_constraints`` entry accepting a function that builds a Keras model."""
+
+    def __init__(self):
+        super().__init__(object, set())
+
+    def is_satisfied_by(self, value):
+        # a built model is callable too: it must be wrapped in a function that builds it
+        return callable(value) and not isinstance(value, keras.layers.Layer | type)
+
+    def __str__(self):
+        return (
+            "a callable (input_shape, n_outputs, **model_params) -> keras.Model "
+            "(a function that builds the model, not a built model)"
+        )
+
+
+def _instantiate_callback(entry, name):
+    """A fresh callback for one fit: a deep copy of an instance, or the product of a factory."""
+    if isinstance(entry, keras.callbacks.Callback):
+        try:
+            return copy.deepcopy(entry)
+        except Exception as err:  # locks, open files, ...: the user needs a factory
+            raise TypeError(
+                f"`{name}` ({type(entry).__name__}) cannot be deep-copied for this fit ({err}); "
+                f"pass a factory that makes it instead, e.g. "
+                f"functools.partial({type(entry).__name__}, ...)"
+            ) from err
+    if callable(entry) and not isinstance(entry, keras.layers.Layer):
+        made = entry()
+        if isinstance(made, keras.callbacks.Callback):
+            return made
+        raise TypeError(
+            f"Received an invalid value for `{name}`: a factory must return a "
+            f"keras.callbacks.Callback. Calling it returned: {made!r}"
+        )
+    raise TypeError(
+        f"Received an invalid value for `{name}`, expected a keras.callbacks.Callback or a "
+        f"zero-argument callable that makes one. Received: {name}={entry!r}"
+    )
+
+
+def _same_value(a, b) -> bool:
+    """Whether a parameter kept its value (also for arrays and unpickled partials)."""
+    if a is b:
+        return True
+    try:
+        if bool(a == b):
+            return True
+    except Exception:  # arrays, objects whose == is not a truth value
+        pass
+    try:
+        return joblib.hash(a) == joblib.hash(b)
+    except Exception:  # unpicklable (a lambda): only identity counts
+        return False
+
+
 def _check_finite_batch(x, index, what="x"):
     x = np.asarray(x)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
@@ -160,7 +220,44 @@ class _StableEstimator(BaseEstimator):
         "lift_block_size": [None, Interval(Integral, 1, None, closed="left")],
         "dense_width": [None, Interval(Integral, 2, None, closed="left")],
         "dense_depth": [Interval(Integral, 0, None, closed="left")],
+        "callbacks": [None, list],
+        "warm_start": ["boolean"],
+        "model": [None, _ModelBuilderOption()],
+        "model_params": [None, dict],
     }
+
+    #: Parameters a warm-started fit may change: they shape the training (and the
+    #: loss), not the network. Any other parameter must keep its value.
+    _TRAINING_PARAMS = frozenset(
+        {
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "weight_decay",
+            "validation_fraction",
+            "early_stopping",
+            "n_iter_no_change",
+            "random_state",
+            "verbose",
+            "callbacks",
+            "warm_start",
+            "class_weight",
+            "loss",
+            "margin",
+            "temperature",
+            "alpha",
+        }
+    )
+    #: Fitted attributes that a warm-started fit keeps (and restores if it refuses).
+    _WARM_ATTRIBUTES = (
+        "n_features_in_",
+        "feature_names_in_",
+        "classes_",
+        "n_outputs_",
+        "_y_ndim",
+        "_y_offset",
+        "_y_scale",
+    )
 
     @classmethod
     def from_preset(cls, name: str, **overrides):
@@ -216,6 +313,8 @@ class _StableEstimator(BaseEstimator):
         return seed
 
     def _build_model(self, n_features, n_outputs):
+        if self.model is not None:
+            return self._output_layer(self._build_user_model(n_features, n_outputs))
         model = build_network(
             (n_features,),
             n_outputs,
@@ -250,7 +349,7 @@ class _StableEstimator(BaseEstimator):
             return keras.optimizers.AdamW(schedule, weight_decay=float(self.weight_decay))
         return keras.optimizers.Adam(schedule)
 
-    def fit(self, X, y=None, sample_weight=None, *, classes=None):
+    def fit(self, X, y=None, sample_weight=None, *, classes=None, callbacks=None):
         """Fit the network.
 
         Everything is validated before any training: hyperparameters, NaN or
@@ -267,6 +366,11 @@ class _StableEstimator(BaseEstimator):
         classes : array-like, optional
             Classifier with a dataset only: the labels, which saves the
             streaming pass that finds them.
+        callbacks : list of keras.callbacks.Callback or of callables, optional
+            Extra callbacks for this fit only, after those of the ``callbacks``
+            parameter and treated the same way (instances deep-copied, factories
+            called). A fit-time option that metadata routing can pass through
+            ``Pipeline`` and ``GridSearchCV`` (``set_fit_request(callbacks=True)``).
 
         Returns
         -------
@@ -290,8 +394,15 @@ class _StableEstimator(BaseEstimator):
                 "constraint='contractive' is analysed for explicit Euler steps only. "
                 f"Received: integrator={self.integrator!r}"
             )
+        if self.model_params is not None and self.model is None:
+            raise ValueError(
+                "`model_params` are the keyword arguments of `model`, which is None. "
+                f"Received: model_params={self.model_params!r}"
+            )
+        user_callbacks = self._fit_callbacks(callbacks)
+        previous = self._warm_start_snapshot()
         if isinstance(X, tf.data.Dataset):
-            return self._fit_dataset(X, y, sample_weight, classes)
+            return self._fit_dataset(X, y, sample_weight, classes, user_callbacks, previous)
         if classes is not None:
             raise ValueError("`classes` is only used when X is a tf.data.Dataset")
         X, y = validate_data(
@@ -305,11 +416,14 @@ class _StableEstimator(BaseEstimator):
         )
         self._check_image_shape(X.shape[1])
         y_fit, n_outputs = self._prepare_targets(y)
+        self._check_warm_start(previous)
         sw = (
             None
             if sample_weight is None
             else _check_sample_weight(sample_weight, X, dtype=np.float32)
         )
+        sw = self._sample_weights(sw, y_fit)
+        self._check_callback_monitors(user_callbacks, validation=self.early_stopping)
         seed = self._seed()
         callbacks, validation_data, fit_X, fit_y, fit_sw = [], None, X, y_fit, sw
         if self.early_stopping:
@@ -332,8 +446,8 @@ class _StableEstimator(BaseEstimator):
                 )
             )
         n_batches = math.ceil(len(fit_X) / self.batch_size)
-        with self._scope():
-            self._compile(X.shape[1], n_outputs, n_batches)
+        with self._fit_scope(previous is not None):
+            self._compile(X.shape[1], n_outputs, n_batches, warm=previous is not None)
             history = self.model_.fit(
                 fit_X,
                 fit_y,
@@ -341,16 +455,29 @@ class _StableEstimator(BaseEstimator):
                 epochs=self.epochs,
                 batch_size=self.batch_size,
                 validation_data=validation_data,
-                callbacks=callbacks,
+                callbacks=callbacks + user_callbacks,
                 shuffle=True,
                 verbose=int(self.verbose),
             )
-        return self._finish(history)
+        return self._finish(history, user_callbacks, warm=previous is not None)
 
     def _scope(self):
         """The distribution strategy's scope (a null context without one)."""
         strategy = self._strategy()
         return contextlib.nullcontext() if strategy is None else strategy.scope()
+
+    def _fit_scope(self, warm):
+        """Where this fit builds and trains; a warm start trains in the network's own strategy."""
+        if not warm:
+            return self._scope()
+        strategy = self.model_.distribute_strategy
+        if self.distribute is not None and strategy is tf.distribute.get_strategy():
+            raise ValueError(
+                f"warm_start=True with distribute={self.distribute!r}: the fitted network was "
+                "not built in a distribution strategy (an unpickled estimator's network never "
+                "is), so it cannot continue in one. Set warm_start=False to build a new network"
+            )
+        return strategy.scope()
 
     def _strategy(self):
         if self.distribute is None:
@@ -359,8 +486,10 @@ class _StableEstimator(BaseEstimator):
             return tf.distribute.MirroredStrategy()
         return self.distribute
 
-    def _compile(self, n_features, n_outputs, n_batches):
-        self.model_ = self._build_model(n_features, n_outputs)
+    def _compile(self, n_features, n_outputs, n_batches, warm=False):
+        if not warm:  # a warm start recompiles the fitted network: fresh optimizer, same weights
+            self.model_ = self._build_model(n_features, n_outputs)
+            self._architecture = self._architecture_params()
         # Tracing the train step costs about as much as a few hundred eager steps
         # on small inputs: a fit of few steps (tiny data, grid-search folds, the
         # scikit-learn checks) runs eagerly; anything longer is compiled once.
@@ -371,13 +500,189 @@ class _StableEstimator(BaseEstimator):
             run_eagerly=n_steps <= _EAGER_STEPS and self.distribute is None,
         )
 
-    def _finish(self, history):
-        self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-        self.n_iter_ = len(next(iter(self.history_.values()), []))
-        self.lipschitz_bound_ = lipschitz_bound(self.model_)
+    def _finish(self, history, user_callbacks=(), warm=False):
+        self._record_history(history, warm)
+        self.callbacks_ = list(user_callbacks)
+        self.lipschitz_bound_, self.lipschitz_bound_error_ = self._certify()
         return self
 
-    def _fit_dataset(self, dataset, y, sample_weight, classes):
+    def _record_history(self, history, warm):
+        """``history_`` and ``n_iter_`` of this fit, appended to the previous ones if warm."""
+        new = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        epochs = len(next(iter(new.values()), []))
+        if warm:
+            old = self.history_
+            self.history_ = {k: old.get(k, []) + new.get(k, []) for k in {**old, **new}}
+            self.n_iter_ += epochs
+        else:
+            self.history_, self.n_iter_ = new, epochs
+
+    # ---- fit-time options: callbacks, sample weights, warm start, the user's model ------------
+    def _fit_callbacks(self, fit_callbacks=None):
+        """This fit's callbacks: the ``callbacks`` parameter, then those given to ``fit``.
+
+        Instances are deep-copied and factories called for every fit, so no two
+        fits (folds of a grid search, clones, refits) share a callback's state;
+        the user's own objects are never handed to Keras.
+        """
+        made = []
+        for where, entries in (("callbacks", self.callbacks), ("fit(callbacks)", fit_callbacks)):
+            if entries is not None and not isinstance(entries, list | tuple):
+                raise TypeError(
+                    f"Received an invalid value for `{where}`, expected a list of callbacks. "
+                    f"Received: {entries!r}"
+                )
+            made += [_instantiate_callback(e, f"{where}[{i}]") for i, e in enumerate(entries or ())]
+        return made
+
+    @staticmethod
+    def _check_callback_monitors(callbacks, validation):
+        """A callback that monitors a validation metric needs this fit's validation split."""
+        if validation:
+            return
+        for cb in callbacks:
+            monitor = getattr(cb, "monitor", None)
+            if isinstance(monitor, str) and monitor.startswith("val_"):
+                raise ValueError(
+                    f"The callback {type(cb).__name__} monitors {monitor!r}, but this fit has no "
+                    "validation data: set early_stopping=True, which holds out "
+                    "validation_fraction of each fit's training data (make n_iter_no_change "
+                    "at least epochs to keep only your own stopping rule)"
+                )
+
+    def _sample_weights(self, sample_weight, y_fit):
+        """The per-sample weights of the loss (the classifier multiplies in class weights)."""
+        return sample_weight
+
+    def _class_weight_vector(self, y_fit=None, sample_weight=None):
+        """Weights per encoded class, or None (classifier only)."""
+        return None
+
+    def _architecture_params(self):
+        """The parameters that shape the network, as the fit that built it saw them."""
+        return {
+            k: copy.deepcopy(v) if isinstance(v, dict | list) else v
+            for k, v in self.get_params(deep=False).items()
+            if k not in self._TRAINING_PARAMS
+        }
+
+    def _warm_start_snapshot(self):
+        """The fitted state a warm start keeps, or None when this fit builds a new network.
+
+        Refuses (before anything is changed) a warm start whose network
+        parameters differ from those the fitted network was built with.
+        """
+        if not (self.warm_start and hasattr(self, "model_")):
+            return None
+        built = getattr(self, "_architecture", {})
+        changed = [
+            f"{k}={built[k]!r} -> {getattr(self, k)!r}"
+            for k in built
+            if not _same_value(built[k], getattr(self, k))
+        ]
+        if changed:
+            raise ValueError(
+                "warm_start=True continues the fitted network, but parameters that shape it "
+                f"changed: {', '.join(changed)}. Restore them, or set warm_start=False to "
+                "build a new network"
+            )
+        return {k: getattr(self, k) for k in self._WARM_ATTRIBUTES if hasattr(self, k)}
+
+    def _check_warm_start(self, previous):
+        """After the data are read: the features and classes (outputs) must be those fitted.
+
+        On a refusal the fitted state is restored, so the estimator is unchanged.
+        """
+        if previous is None:
+            return
+        changed = []
+        if self.n_features_in_ != previous["n_features_in_"]:
+            changed.append(
+                f"the number of features changed: fitted on n_features_in_="
+                f"{previous['n_features_in_']}, X has {self.n_features_in_}"
+            )
+        if "classes_" in previous and not (
+            len(self.classes_) == len(previous["classes_"])
+            and np.array_equal(self.classes_, previous["classes_"])
+        ):
+            changed.append(
+                f"the classes changed: fitted on {previous['classes_'].tolist()}, "
+                f"y has {self.classes_.tolist()}"
+            )
+        if "n_outputs_" in previous and self.n_outputs_ != previous["n_outputs_"]:
+            changed.append(
+                f"the number of outputs changed: fitted on n_outputs_={previous['n_outputs_']}, "
+                f"y has {self.n_outputs_}"
+            )
+        # the target standardisation is part of the fitted network (the regressor's
+        # output layer): it stays; so do feature names unless refused below
+        for k in ("_y_offset", "_y_scale"):
+            if k in previous:
+                setattr(self, k, previous[k])
+        if changed:
+            for k in self._WARM_ATTRIBUTES:
+                if k in previous:
+                    setattr(self, k, previous[k])
+                elif hasattr(self, k):
+                    delattr(self, k)
+            raise ValueError(
+                f"warm_start=True continues the fitted network, but {'; '.join(changed)}. "
+                "Set warm_start=False to build a new network"
+            )
+
+    def _build_user_model(self, n_features, n_outputs):
+        """Call ``model`` and check what it built before any training."""
+        what = f"model(({n_features},), {n_outputs}, **model_params)"
+        net = self.model((n_features,), n_outputs, **(self.model_params or {}))
+        if not isinstance(net, keras.Model):
+            raise TypeError(
+                f"`model` must build a keras.Model; {what} returned {type(net).__name__}: "
+                f"{net!r:.200}"
+            )
+        try:
+            inputs = net.inputs
+        except AttributeError:  # a subclassed model that has not been called yet
+            inputs = None
+        if inputs is not None and (len(inputs) != 1 or tuple(inputs[0].shape[1:]) != (n_features,)):
+            shapes = [tuple(t.shape) for t in inputs]
+            raise ValueError(
+                f"{what} built a model with inputs of shape {shapes}; expected one input of "
+                f"shape (None, {n_features}): a row of X has n_features={n_features}"
+            )
+        probe = np.zeros((2, n_features), np.float32)
+        try:
+            out = net(probe, training=False)
+        except Exception as err:
+            raise ValueError(
+                f"{what} built a model that fails on a batch of shape {probe.shape}: {err}"
+            ) from err
+        if not hasattr(out, "shape") or tuple(out.shape) != (2, n_outputs):
+            shape = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
+            raise ValueError(
+                f"{what} built a model whose output for a batch of 2 rows is {shape}; "
+                f"expected shape (2, {n_outputs}): one {self._output_name()} per column"
+            )
+        return net
+
+    def _output_name(self):
+        return "output"
+
+    def _certify(self):
+        """(``lipschitz_bound_``, why it is None): a sound bound, or None and the reason."""
+        try:
+            bound = lipschitz_bound(self.model_)
+        except ValueError as err:
+            return None, str(err)
+        if math.isfinite(bound):
+            return bound, None
+        layers = [
+            f"{layer.name!r} ({type(layer).__name__}) reports lipschitz_bound()={b}"
+            for layer in self.model_.layers
+            if hasattr(layer, "lipschitz_bound") and not math.isfinite(b := layer.lipschitz_bound())
+        ]
+        return None, "no finite bound: " + ("; ".join(layers) or f"the product is {bound}")
+
+    def _fit_dataset(self, dataset, y, sample_weight, classes, user_callbacks=(), previous=None):
         if y is not None or sample_weight is not None:
             raise ValueError(
                 "When X is a tf.data.Dataset it must yield (x, y) or (x, y, sample_weight) "
@@ -385,6 +690,13 @@ class _StableEstimator(BaseEstimator):
             )
         if self.early_stopping:
             raise ValueError("early_stopping=True needs arrays, not a tf.data.Dataset")
+        if isinstance(getattr(self, "class_weight", None), str):
+            raise ValueError(
+                "class_weight='balanced' needs the class counts, which a tf.data.Dataset does "
+                "not give before training: pass a dict (e.g. from "
+                "sklearn.utils.class_weight.compute_class_weight)"
+            )
+        self._check_callback_monitors(user_callbacks, validation=False)
         spec = dataset.element_spec
         if not isinstance(spec, tuple) or len(spec) not in (2, 3):
             raise ValueError(
@@ -403,18 +715,28 @@ class _StableEstimator(BaseEstimator):
         self._check_image_shape(n_features)
         n_outputs, n_batches, encode = self._scan_dataset(dataset, classes)
         self.n_features_in_ = n_features
+        self._check_warm_start(previous)
+        per_class = self._class_weight_vector()
         self._seed()
 
         def prepare(x, y, *w):
-            return (tf.cast(x, tf.float32), encode(y), *w)
+            target = encode(y)
+            if per_class is not None:  # a classifier's class weights times the sample weights
+                cw = tf.gather(tf.constant(per_class, tf.float32), target)
+                w = (cw if not w else cw * tf.reshape(tf.cast(w[0], tf.float32), (-1,)),)
+            return (tf.cast(x, tf.float32), target, *w)
 
         data = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
-        with self._scope():
-            self._compile(n_features, n_outputs, n_batches)
+        with self._fit_scope(previous is not None):
+            self._compile(n_features, n_outputs, n_batches, warm=previous is not None)
             history = self.model_.fit(
-                data, epochs=self.epochs, shuffle=False, verbose=int(self.verbose)
+                data,
+                epochs=self.epochs,
+                shuffle=False,
+                verbose=int(self.verbose),
+                callbacks=list(user_callbacks),
             )
-        return self._finish(history)
+        return self._finish(history, user_callbacks, warm=previous is not None)
 
     def _scan_dataset(self, dataset, classes):
         """One streaming pass: finiteness, batch count and targets (see subclasses)."""
@@ -436,6 +758,8 @@ class _StableEstimator(BaseEstimator):
         if not (state.get("distribute") is None or isinstance(state["distribute"], str)):
             mirrored = isinstance(state["distribute"], tf.distribute.MirroredStrategy)
             state["distribute"] = "mirrored" if mirrored else None
+        # the callbacks of the last fit hold the Keras model: they are not pickled
+        state.pop("callbacks_", None)
         model = state.pop("model_", None)
         if model is not None:
             with tempfile.TemporaryDirectory() as tmp:
@@ -633,6 +957,7 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         "margin": [Interval(Real, 0, None, closed="neither")],
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "alpha": [Interval(Real, 0, None, closed="neither")],
+        "class_weight": [None, StrOptions({"balanced"}), dict],
     }
 
     @_renamed_parameters
@@ -668,6 +993,11 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         normalization="aol",
         temperature=8.0,
         alpha=10.0,
+        callbacks=None,
+        class_weight=None,
+        warm_start=False,
+        model=None,
+        model_params=None,
     ):
         self.constraint = constraint
         self.step_size = step_size
@@ -699,6 +1029,11 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         self.normalization = normalization
         self.temperature = temperature
         self.alpha = alpha
+        self.callbacks = callbacks
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+        self.model = model
+        self.model_params = model_params
 
     def _prepare_targets(self, y):
         check_classification_targets(y)
@@ -709,6 +1044,52 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
             )
         self.classes_ = classes
         return encoded.astype(np.int32), len(classes)
+
+    def _output_name(self):
+        return "logit"
+
+    def _class_weight_vector(self, y_fit=None, sample_weight=None):
+        """``class_weight`` as weights of the encoded classes ``0 .. n_classes - 1``, or None.
+
+        A dict key that is not a class is refused by name; classes it leaves out
+        weigh 1. ``"balanced"`` is scikit-learn's ``n_samples / (n_classes *
+        count)``, with counts weighted by ``sample_weight``.
+        """
+        if self.class_weight is None:
+            return None
+        n_classes = len(self.classes_)
+        if isinstance(self.class_weight, str):
+            return compute_class_weight(
+                "balanced", classes=np.arange(n_classes), y=y_fit, sample_weight=sample_weight
+            ).astype(np.float32)
+        index = {c: i for i, c in enumerate(self.classes_.tolist())}
+        unknown = [k for k in self.class_weight if k not in index]
+        if unknown:
+            raise ValueError(
+                f"Received an invalid value for `class_weight`: the keys {unknown} are not "
+                f"classes; expected keys among classes_={self.classes_.tolist()}"
+            )
+        weights = np.ones(n_classes, np.float32)
+        for key, value in self.class_weight.items():
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, Real)
+                or not (math.isfinite(value) and value >= 0)
+            ):
+                raise ValueError(
+                    "Received an invalid value for `class_weight`, expected finite weights "
+                    f">= 0. Received: class_weight[{key!r}]={value!r}"
+                )
+            weights[index[key]] = value
+        return weights
+
+    def _sample_weights(self, sample_weight, y_fit):
+        """``sample_weight`` times the weight of each sample's class (``class_weight``)."""
+        per_class = self._class_weight_vector(y_fit, sample_weight)
+        if per_class is None:
+            return sample_weight
+        weights = per_class[y_fit]
+        return weights if sample_weight is None else sample_weight * weights
 
     def _keras_loss(self):
         params = {
@@ -855,6 +1236,10 @@ lift_block_size, dense_width, dense_depth, normalization :
         dense_width=256,
         dense_depth=4,
         normalization="aol",
+        callbacks=None,
+        warm_start=False,
+        model=None,
+        model_params=None,
     ):
         self.constraint = constraint
         self.step_size = step_size
@@ -882,6 +1267,10 @@ lift_block_size, dense_width, dense_depth, normalization :
         self.dense_width = dense_width
         self.dense_depth = dense_depth
         self.normalization = normalization
+        self.callbacks = callbacks
+        self.warm_start = warm_start
+        self.model = model
+        self.model_params = model_params
 
     def _prepare_targets(self, y):
         y = np.asarray(y, dtype=np.float32)
@@ -924,10 +1313,14 @@ lift_block_size, dense_width, dense_depth, normalization :
     def _output_layer(self, model):
         # The network predicts standardised targets; a fixed Rescaling layer maps
         # them back, so `model_` (and its export) predicts y itself.
-        model.add(
-            keras.layers.Rescaling(self._y_scale, offset=self._y_offset, name="unstandardize")
-        )
-        return model
+        rescale = keras.layers.Rescaling(self._y_scale, offset=self._y_offset, name="unstandardize")
+        if isinstance(model, keras.Sequential):
+            model.add(rescale)
+            return model
+        inputs = getattr(model, "inputs", None)
+        if inputs is None:  # a subclassed model: nest it (no certificate for the nested model)
+            return keras.Sequential([keras.Input((self.n_features_in_,)), model, rescale])
+        return keras.Model(inputs[0], rescale(model.outputs[0]), name=model.name)
 
     def predict(self, X):
         """Predictions, shape (n_samples,) or (n_samples, n_outputs) as ``y`` was."""

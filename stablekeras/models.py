@@ -456,5 +456,13 @@ def lipschitz_bound(model: keras.Model) -> float:
         layers = model.layers
     bound = 1.0
     for layer in layers:
-        bound *= _layer_bound(layer)
+        try:
+            bound *= _layer_bound(layer)
+        except ValueError as err:
+            if f"{layer.name!r}" in str(err):
+                raise
+            raise ValueError(
+                f"lipschitz_bound cannot bound layer {layer.name!r} of type "
+                f"{type(layer).__name__}: {err}"
+            ) from err
     return float(bound)

@@ -896,9 +896,11 @@ make_robustness_scorer.__doc__ = (
 def _lipschitz(est):
     L = getattr(est, "lipschitz_bound_", None)
     if L is None:
+        why = getattr(est, "lipschitz_bound_error_", None)
         raise TypeError(
             f"certified accuracy needs `lipschitz_bound_` (a sound l2 Lipschitz bound of the "
             f"logits), which {type(est).__name__} does not have"
+            + (f": its network has no certificate, {why}" if why else "")
         )
     L = float(L)
     if not L > 0 or math.isnan(L):
