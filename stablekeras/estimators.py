@@ -405,18 +405,18 @@ class _StableEstimator(BaseEstimator):
             return self._fit_dataset(X, y, sample_weight, classes, user_callbacks, previous)
         if classes is not None:
             raise ValueError("`classes` is only used when X is a tf.data.Dataset")
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            dtype=np.float32,
-            ensure_all_finite=True,
-            multi_output=isinstance(self, RegressorMixin),
-            y_numeric=isinstance(self, RegressorMixin),
-        )
-        self._check_image_shape(X.shape[1])
-        y_fit, n_outputs = self._prepare_targets(y)
-        self._check_warm_start(previous)
+        with self._warm_start_guard(previous):
+            X, y = validate_data(
+                self,
+                X,
+                y,
+                dtype=np.float32,
+                ensure_all_finite=True,
+                multi_output=isinstance(self, RegressorMixin),
+                y_numeric=isinstance(self, RegressorMixin),
+            )
+            self._check_image_shape(X.shape[1])
+            y_fit, n_outputs = self._prepare_targets(y)
         sw = (
             None
             if sample_weight is None
@@ -588,13 +588,31 @@ class _StableEstimator(BaseEstimator):
             )
         return {k: getattr(self, k) for k in self._WARM_ATTRIBUTES if hasattr(self, k)}
 
-    def _check_warm_start(self, previous):
-        """After the data are read: the features and classes (outputs) must be those fitted.
-
-        On a refusal the fitted state is restored, so the estimator is unchanged.
+    @contextlib.contextmanager
+    def _warm_start_guard(self, previous):
+        """Around reading the data of a warm start: they must have the fitted features and
+        classes (outputs). On a refusal, or any error, the fitted state is restored, so a
+        failed fit leaves the estimator as it was.
         """
         if previous is None:
+            yield
             return
+        try:
+            yield
+            self._check_warm_start(previous)
+        except BaseException:
+            self._restore(previous)
+            raise
+
+    def _restore(self, previous):
+        for k in self._WARM_ATTRIBUTES:
+            if k in previous:
+                setattr(self, k, previous[k])
+            elif hasattr(self, k):
+                delattr(self, k)
+
+    def _check_warm_start(self, previous):
+        """The data of a warm start must have the fitted features and classes (outputs)."""
         changed = []
         if self.n_features_in_ != previous["n_features_in_"]:
             changed.append(
@@ -620,11 +638,6 @@ class _StableEstimator(BaseEstimator):
             if k in previous:
                 setattr(self, k, previous[k])
         if changed:
-            for k in self._WARM_ATTRIBUTES:
-                if k in previous:
-                    setattr(self, k, previous[k])
-                elif hasattr(self, k):
-                    delattr(self, k)
             raise ValueError(
                 f"warm_start=True continues the fitted network, but {'; '.join(changed)}. "
                 "Set warm_start=False to build a new network"
@@ -712,10 +725,10 @@ class _StableEstimator(BaseEstimator):
         if not spec[0].dtype.is_floating and not spec[0].dtype.is_integer:
             raise ValueError(f"Expected numeric x batches. Received dtype {spec[0].dtype.name}")
         n_features = int(x_shape[-1])
-        self._check_image_shape(n_features)
-        n_outputs, n_batches, encode = self._scan_dataset(dataset, classes)
-        self.n_features_in_ = n_features
-        self._check_warm_start(previous)
+        with self._warm_start_guard(previous):
+            self._check_image_shape(n_features)
+            n_outputs, n_batches, encode = self._scan_dataset(dataset, classes)
+            self.n_features_in_ = n_features
         per_class = self._class_weight_vector()
         self._seed()
 
@@ -905,21 +918,88 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         Logit scale ``t`` of ``"offset_crossentropy"`` (unused otherwise).
     alpha : float, default=10.0
         Weight of the hinge term of ``"hkr"`` (unused otherwise).
+    callbacks : list of keras.callbacks.Callback or of callables, default=None
+        Keras callbacks for every fit, after the estimator's own early stopping.
+        An instance is deep-copied for each fit and a callable (a zero-argument
+        factory: a callback class, ``functools.partial``) is called for each
+        fit, so no two fits (the folds of a grid search, a refit, clones) share
+        a callback's state and the objects given here never reach Keras; the
+        callbacks a fit used are ``callbacks_``. Give a factory for a callback
+        that cannot be deep-copied (one holding a file or a lock). A callback
+        that monitors a validation metric (``monitor="val_loss"``) needs
+        ``early_stopping=True``: each fit then holds out ``validation_fraction``
+        of its own training data (in a grid search, of the fold's training
+        part: nothing leaks from the test fold); ``n_iter_no_change >= epochs``
+        leaves the stopping to your callback. Pickling needs picklable
+        callbacks (module-level classes and functions, not lambdas).
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the loss, as in scikit-learn's classifiers: a
+        dict ``{label: weight}`` (a key that is not a class of ``y`` is an
+        error; classes left out weigh 1) or ``"balanced"``, ``n_samples /
+        (n_classes * count)`` with counts weighted by ``sample_weight``
+        (:func:`sklearn.utils.class_weight.compute_class_weight`). A sample's
+        weight is its class weight times its ``sample_weight``. A fit from a
+        ``tf.data.Dataset`` takes a dict only.
+    warm_start : bool, default=False
+        If True and the estimator is fitted, ``fit`` continues training the
+        fitted network: its weights (and the stable layers' state) are kept and
+        the optimizer is new (fresh Adam moments and a cosine schedule over this
+        fit's ``epochs``: a warm restart); ``n_iter_`` adds this fit's epochs,
+        ``history_`` appends them and ``lipschitz_bound_`` is recomputed. The
+        data must have the fitted number of features and classes (a
+        regressor's: outputs), and the parameters that shape the network (all
+        but ``epochs``, ``batch_size``, ``learning_rate``, ``weight_decay``,
+        the early-stopping ones, the loss ones, ``callbacks``,
+        ``class_weight``, ``random_state`` and ``verbose``) must keep their
+        values; otherwise ``fit`` raises an error saying what changed and leaves
+        the fitted estimator as it was. A regressor keeps its first fit's target
+        scaling. With ``distribute``, training continues in the strategy the
+        network was built in (an unpickled estimator's network has none).
+    model : callable or None, default=None
+        Your own network instead of the built-in one: ``model(input_shape,
+        n_outputs, **model_params)`` returns a ``keras.Model`` from rows of
+        ``input_shape = (n_features,)`` to ``n_outputs`` logits (classifier) or
+        outputs (regressor). Each fit that builds a network calls it, checks
+        its result before training (a Keras model, one input of shape ``(None,
+        n_features)``, outputs of shape ``(batch, n_outputs)``) and compiles it
+        with the estimator's loss and optimizer (a compile inside ``model`` is
+        replaced); the architecture parameters (``network``, ``constraint``,
+        ``depth``, ``width``, ...) are then unused. The certificate is
+        :func:`~stablekeras.models.lipschitz_bound` of the network: build it as
+        a chain of stablekeras layers, or of layers with a
+        ``lipschitz_bound()`` method. If a layer cannot be bounded,
+        ``lipschitz_bound_`` is None, ``lipschitz_bound_error_`` names the
+        layer and the reason, and the certified scores raise an error that says
+        so. Pickling needs a module-level function (or ``functools.partial``)
+        and Keras-serializable layers.
+    model_params : dict or None, default=None
+        Keyword arguments of ``model`` (only with ``model``). One parameter for
+        ``get_params``, ``clone`` and grid searches:
+        ``{"model_params": [{"width": 8}, {"width": 16}]}``.
 
     Attributes
     ----------
-    model_ : keras.Sequential
+    model_ : keras.Model
         The fitted network, from ``n_features_in_`` floats to logits.
     classes_ : ndarray of shape (n_classes,)
         The labels, of any type (strings, non-contiguous integers).
     n_features_in_ : int
     feature_names_in_ : ndarray of str, when X had feature names
     history_ : dict
-        Keras' per-epoch ``loss`` (and ``val_loss`` with early stopping).
+        Keras' per-epoch ``loss`` (and ``val_loss`` with early stopping), over
+        all the fits of a warm start.
     n_iter_ : int
-        Epochs run.
-    lipschitz_bound_ : float
-        A sound upper bound of the l2 Lipschitz constant of the logits.
+        Epochs run (summed over the fits of a warm start).
+    lipschitz_bound_ : float or None
+        A sound upper bound of the l2 Lipschitz constant of the logits; None
+        for a ``model`` with a layer that cannot be bounded.
+    lipschitz_bound_error_ : str or None
+        Why ``lipschitz_bound_`` is None (the layer that cannot be bounded, and
+        why); None when there is a bound.
+    callbacks_ : list of keras.callbacks.Callback
+        The callbacks of the last fit (copies of ``callbacks``, then of those
+        given to ``fit``) with their state after training. Not pickled: they
+        hold the Keras model.
 
     See Also
     --------
@@ -929,6 +1009,14 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
     -----
     ``decision_function`` returns the logits (for two classes, the logit of the
     second class minus that of the first, as scikit-learn expects).
+
+    ``fit`` takes ``sample_weight``, ``classes`` and ``callbacks`` as metadata.
+    With scikit-learn's metadata routing on
+    (``sklearn.set_config(enable_metadata_routing=True)``),
+    ``set_fit_request(sample_weight=True, callbacks=True)`` lets a ``Pipeline``
+    or ``GridSearchCV`` pass them to the estimator: sample weights are split
+    with the folds, and fit-time callbacks are copied for each fit like
+    ``callbacks``.
 
     Before version 0.2 the defaults built the chapter's network (free lift and
     projection, cross-entropy); ``StableClassifier.from_preset("chapter")`` or
@@ -949,6 +1037,26 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
     (3,)
     >>> bool(clf.lipschitz_bound_ <= 1.0 + 1e-4)
     True
+
+    A certified network built by hand from stablekeras layers (a 1-Lipschitz
+    lift and projection around non-expansive steps), with the full API:
+
+    >>> import keras
+    >>> from stablekeras.layers import NonExpansiveDense, SpectralDense
+    >>> def small_network(input_shape, n_outputs, width=16, depth=2):
+    ...     layers = [keras.Input(input_shape), SpectralDense(width, max_norm=1.0)]
+    ...     layers += [NonExpansiveDense(width) for _ in range(depth)]
+    ...     return keras.Sequential([*layers, SpectralDense(n_outputs, max_norm=1.0)])
+    >>> clf = StableClassifier(model=small_network, model_params={"depth": 1},
+    ...                        epochs=2, random_state=0).fit(X[:200] / 16, y[:200])
+    >>> bool(clf.lipschitz_bound_ <= 1.0 + 1e-5)
+    True
+
+    ``warm_start=True`` continues it for two more epochs:
+
+    >>> clf = clf.set_params(warm_start=True).fit(X[:200] / 16, y[:200])
+    >>> clf.n_iter_, len(clf.history_["loss"])
+    (4, 4)
     """
 
     _parameter_constraints = {
@@ -1175,24 +1283,39 @@ class StableRegressor(RegressorMixin, _StableEstimator):
 image_shape, kernel_size, max_norm, strong_convexity, epochs, batch_size, \
 learning_rate, weight_decay, validation_fraction, early_stopping, \
 n_iter_no_change, random_state, verbose, distribute, network, \
-lift_block_size, dense_width, dense_depth, normalization :
+lift_block_size, dense_width, dense_depth, normalization, callbacks, \
+warm_start, model, model_params :
         As in :class:`StableClassifier` (with the same defaults); the regressor
-        has no ``loss``, ``margin``, ``temperature`` or ``alpha``.
+        has no ``loss``, ``margin``, ``temperature``, ``alpha`` or
+        ``class_weight``. A ``model`` predicts standardised targets: the
+        estimator appends a fixed ``Rescaling`` layer that maps them back, so
+        ``model_`` predicts ``y``.
 
     Attributes
     ----------
-    model_ : keras.Sequential
+    model_ : keras.Model
     n_features_in_ : int
     n_outputs_ : int
     history_ : dict
     n_iter_ : int
-    lipschitz_bound_ : float
+    lipschitz_bound_ : float or None
         A sound upper bound of the l2 Lipschitz constant of the prediction
-        (the network's bound times the largest target scale).
+        (the network's bound times the largest target scale); None for a
+        ``model`` with a layer that cannot be bounded.
+    lipschitz_bound_error_ : str or None
+        Why ``lipschitz_bound_`` is None; None when there is a bound.
+    callbacks_ : list of keras.callbacks.Callback
+        The callbacks of the last fit, with their state (not pickled).
 
     See Also
     --------
     StableClassifier
+
+    Notes
+    -----
+    ``fit`` takes ``sample_weight`` and ``callbacks`` as metadata, routed through
+    ``Pipeline`` and ``GridSearchCV`` after ``set_fit_request`` as for
+    :class:`StableClassifier`.
 
     Examples
     --------

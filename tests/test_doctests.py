@@ -18,6 +18,7 @@ MODULES = [
     "stablekeras.models",
     "stablekeras.losses",
     "stablekeras.demo",
+    "stablekeras.estimators",
 ]
 
 

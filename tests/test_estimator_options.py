@@ -227,6 +227,11 @@ def test_class_weight_multiplies_sample_weight_and_missing_classes_weigh_one(dig
     np.testing.assert_allclose(both.predict_proba(X), explicit.predict_proba(X), rtol=1e-5)
     unweighted = StableClassifier(**SMALL).fit(X, y, sample_weight=w)
     assert not np.allclose(both.predict_proba(X), unweighted.predict_proba(X))
+    back = pickle.loads(pickle.dumps(both))
+    assert back.class_weight == {3: 0.0, 5: 2.5}
+    np.testing.assert_array_equal(back.predict_proba(X), both.predict_proba(X))
+    again = clone(both).fit(X, y, sample_weight=w)  # the clone weighs the same way
+    np.testing.assert_allclose(again.predict_proba(X), both.predict_proba(X), rtol=1e-5)
 
 
 def test_class_weight_keys_are_the_labels(digits):
@@ -308,6 +313,8 @@ def test_warm_start_off_builds_a_new_network(digits):
     [
         (lambda X, y: (X[:, :10], y, {}), r"number of features changed.*=64, X has 10"),
         (lambda X, y: (X, y % 5, {}), r"classes changed.*y has \[0, 1, 2, 3, 4\]"),
+        (lambda X, y: (X[:, :10], 0 * y, {}), r"only one class"),  # not a warm-start error
+        (lambda X, y: (X, y.astype(str), {}), r"classes changed.*y has \['0', '1'"),
         (lambda X, y: (X, y, {"width": 16}), r"width=8 -> 16"),
         (lambda X, y: (X, y, {"image_shape": (8, 8, 1)}), r"image_shape=None -> \(8, 8, 1\)"),
         (
@@ -315,7 +322,7 @@ def test_warm_start_off_builds_a_new_network(digits):
             r"model=None -> <function certified_network",
         ),
     ],
-    ids=["features", "classes", "width", "image_shape", "model"],
+    ids=["features", "classes", "one-class", "label-type", "width", "image_shape", "model"],
 )
 def test_warm_start_refuses_a_change_and_keeps_the_fit(digits, change, match):
     X, y = digits
