@@ -32,7 +32,8 @@ from stablekeras.robustness import (
     robustness_curve,
 )
 
-SMALL = dict(width=8, depth=1, epochs=3, random_state=0)
+# a small dense stage keeps the default (certified) network quick to fit
+SMALL = dict(width=8, depth=1, dense_width=16, dense_depth=1, epochs=3, random_state=0)
 
 
 @pytest.fixture(scope="module")
@@ -208,13 +209,13 @@ def test_balanced_class_weight_raises_balanced_accuracy(digits):
         for c in range(10)
     ]
     idx = np.concatenate(keep)
-    kw = dict(width=8, depth=1, epochs=10, random_state=0)
+    kw = dict(dense_width=32, dense_depth=1, epochs=10, random_state=0)
     plain = StableClassifier(**kw).fit(Xtr[idx], ytr[idx])
     balanced = StableClassifier(**kw, class_weight="balanced").fit(Xtr[idx], ytr[idx])
     before = balanced_accuracy_score(yte, plain.predict(Xte))
     after = balanced_accuracy_score(yte, balanced.predict(Xte))
-    # measured: 0.42 -> 0.67 (seeds 1 and 2: 0.44 -> 0.63, 0.45 -> 0.71)
-    assert after >= before + 0.1, (before, after)
+    # measured: 0.46 -> 0.76 (seeds 1 and 2: 0.46 -> 0.80, 0.46 -> 0.75)
+    assert after >= before + 0.15, (before, after)
 
 
 def test_class_weight_multiplies_sample_weight_and_missing_classes_weigh_one(digits):
@@ -510,6 +511,10 @@ def test_every_option_in_a_grid_search_with_two_workers(digits):
 # ---- metadata routing ------------------------------------------------------------------------
 
 
+# four epochs of two steps: a larger learning rate than the default
+QUICK = {**SMALL, "epochs": 4, "learning_rate": 0.03}
+
+
 def test_sample_weight_and_callbacks_route_through_pipeline_and_grid_search(digits):
     X, y = digits
     X, y = X[:400], y[:400]
@@ -517,7 +522,7 @@ def test_sample_weight_and_callbacks_route_through_pipeline_and_grid_search(digi
     with sklearn.config_context(enable_metadata_routing=True):
         # the scorer is told to leave the weights alone (they are for training here)
         accuracy = get_scorer("accuracy").set_score_request(sample_weight=False)
-        clf = StableClassifier(**{**SMALL, "epochs": 4})
+        clf = StableClassifier(**QUICK)
         pipe = make_pipeline(MinMaxScaler(), clf)
         search = GridSearchCV(
             pipe,
@@ -542,7 +547,7 @@ def test_sample_weight_and_callbacks_route_through_pipeline_and_grid_search(digi
     assert best.callbacks_[0].epochs == [0, 1, 2, 3]
     assert fraction_predicted_0_or_1(search.best_estimator_, X, y) > 0.9
     # the control: the opposite weights leave 0 and 1 (almost) never predicted
-    control = make_pipeline(MinMaxScaler(), StableClassifier(**{**SMALL, "epochs": 4}))
+    control = make_pipeline(MinMaxScaler(), StableClassifier(**QUICK))
     control.fit(X, y, stableclassifier__sample_weight=1.0 - only_01)
     assert fraction_predicted_0_or_1(control, X, y) < 0.1
 
