@@ -239,6 +239,7 @@ class _StableEstimator(BaseEstimator):
             "n_iter_no_change",
             "random_state",
             "verbose",
+            "distribute",  # a warm start trains in the network's own strategy (_fit_scope)
             "callbacks",
             "warm_start",
             "class_weight",
@@ -950,11 +951,12 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         regressor's: outputs), and the parameters that shape the network (all
         but ``epochs``, ``batch_size``, ``learning_rate``, ``weight_decay``,
         the early-stopping ones, the loss ones, ``callbacks``,
-        ``class_weight``, ``random_state`` and ``verbose``) must keep their
-        values; otherwise ``fit`` raises an error saying what changed and leaves
-        the fitted estimator as it was. A regressor keeps its first fit's target
-        scaling. With ``distribute``, training continues in the strategy the
-        network was built in (an unpickled estimator's network has none).
+        ``class_weight``, ``random_state``, ``verbose`` and ``distribute``)
+        must keep their values; otherwise ``fit`` raises an error saying what
+        changed and leaves the fitted estimator as it was. A regressor keeps
+        its first fit's target scaling. Training continues in the distribution
+        strategy the network was built in; ``distribute`` set for a network
+        built without one (such as an unpickled estimator's) is an error.
     model : callable or None, default=None
         Your own network instead of the built-in one: ``model(input_shape,
         n_outputs, **model_params)`` returns a ``keras.Model`` from rows of

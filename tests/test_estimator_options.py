@@ -361,6 +361,16 @@ def test_warm_start_in_a_strategy(digits):
     back = pickle.loads(pickle.dumps(clf))
     with pytest.raises(ValueError, match="not built in a distribution strategy"):
         back.fit(X[:200], y[:200])
+    plain = StableClassifier(**SMALL, warm_start=True).fit(X[:200], y[:200])
+    with pytest.raises(ValueError, match="not built in a distribution strategy"):
+        plain.set_params(distribute="mirrored").fit(X[:200], y[:200])
+    assert plain.n_iter_ == 3
+    # with a strategy object (which does not pickle), the fitted estimator still pickles
+    strategy = tf.distribute.MirroredStrategy()
+    fitted = StableClassifier(**SMALL, distribute=strategy, warm_start=True).fit(X[:200], y[:200])
+    fitted.fit(X[:200], y[:200])
+    assert fitted.n_iter_ == 6
+    assert pickle.loads(pickle.dumps(fitted)).distribute == "mirrored"
 
 
 # ---- the user's own model ----------------------------------------------------------------------
