@@ -384,10 +384,11 @@ def test_a_hand_built_certified_network_gets_the_full_api(digits, tmp_path):
         loss="offset_crossentropy",
         temperature=8.0,
         epochs=20,
+        batch_size=128,
         random_state=0,
     ).fit(X[:1000], y[:1000])
     assert [layer.name for layer in clf.model_.layers] == ["lift", "step_0", "step_1", "projection"]
-    assert clf.score(X[1000:], y[1000:]) > 0.7  # measured 0.81
+    assert clf.score(X[1000:], y[1000:]) > 0.7  # measured 0.79
     assert clf.lipschitz_bound_ == pytest.approx(lipschitz_bound(clf.model_))
     assert clf.lipschitz_bound_ <= 1.0 + 1e-5 and clf.lipschitz_bound_error_ is None
     found = probe([lambda x: clf.model_(x, training=False)], (64,), scale=0.5)[0]
@@ -395,7 +396,7 @@ def test_a_hand_built_certified_network_gets_the_full_api(digits, tmp_path):
 
     Xte, yte = X[1000:1200], y[1000:1200]
     cert = certified_accuracy(clf, Xte, yte, eps=[0.0, 0.1])
-    assert cert[0] >= cert[1] > 0.5  # measured 0.83, 0.72
+    assert cert[0] >= cert[1] > 0.5  # measured 0.815, 0.71
     assert make_certified_scorer(eps=0.1)(clf, Xte, yte) == pytest.approx(cert[1])
     robust = make_robustness_scorer(eps=0.1, steps=5)(clf, Xte, yte)
     assert cert[1] <= robust <= clf.score(Xte, yte)
