@@ -24,7 +24,6 @@ reads :data:`DEMO_SETTINGS` for its help without starting TensorFlow.
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import math
 import os
@@ -74,11 +73,11 @@ def _progress(desc: str, epochs: int):
 
 
 def _fit(clf, X, y, *, desc: str, progress: bool):
-    """Fit ``clf``, with one progress bar when ``progress`` (and the estimator takes callbacks).
+    """Fit ``clf``, with one progress bar when ``progress``.
 
     The bar is passed as a factory: the estimator makes a fresh callback for its fit.
     """
-    if progress and "callbacks" in inspect.signature(clf.fit).parameters:
+    if progress:
         return clf.fit(X, y, callbacks=[functools.partial(_progress, desc, clf.epochs)])
     return clf.fit(X, y)
 

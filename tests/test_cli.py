@@ -135,7 +135,15 @@ def test_help(capsys, command):
 def test_demo_quick_writes_plot_saved_model_and_table(tmp_path, capsys):
     out_dir = tmp_path / "out"
     assert main(["demo", "--quick", "--out", str(out_dir)]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    # one progress bar per fit (tqdm, on stderr), not Keras' per-epoch logs
+    bars = {line.split(":")[0] for line in captured.err.replace("\r", "\n").splitlines()}
+    assert {b for b in bars if b.startswith("fitting ")} == {
+        "fitting stable (defaults)",
+        "fitting unconstrained (constraint='none')",
+    }, captured.err[-2000:]
+    assert "Epoch 1/" not in captured.err + out
     # the table: both models, clean, robust (both attacks) and certified per eps
     assert "stable (defaults)" in out and "unconstrained (constraint='none')" in out
     assert "held-out accuracy" in out and "Lipschitz bound" in out
