@@ -15,7 +15,9 @@ import copy
 import functools
 import math
 import os
+import re
 import tempfile
+import types
 from numbers import Integral, Real
 
 import joblib
@@ -30,8 +32,11 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from stablekeras import _multiworker
 from stablekeras import activations as _activations
 from stablekeras import integrators as _integrators
+from stablekeras._backup import AtomicBackupAndRestore
+from stablekeras._threads import limit_threads
 from stablekeras.losses import CLASSIFICATION_LOSSES, get_classification_loss
 from stablekeras.models import (
     CONSTRAINTS,
@@ -184,6 +189,12 @@ def _same_value(a, b) -> bool:
         return False
 
 
+def _array_batches(x, y, sample_weight):
+    """Unbatched ``(x, y)`` or ``(x, y, sample_weight)`` rows as a tf.data.Dataset."""
+    arrays = (x, y) if sample_weight is None else (x, y, sample_weight)
+    return tf.data.Dataset.from_tensor_slices(arrays)
+
+
 def _check_finite_batch(x, index, what="x"):
     x = np.asarray(x)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
@@ -215,7 +226,7 @@ class _StableEstimator(BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": [Interval(Integral, 0, 2, closed="both"), "boolean"],
-        "distribute": [None, StrOptions({"mirrored"}), HasMethods(["scope"])],
+        "distribute": [None, StrOptions({"mirrored", "multi_worker"}), HasMethods(["scope"])],
         "network": [StrOptions(set(NETWORKS))],
         "lift_block_size": [None, Interval(Integral, 1, None, closed="left")],
         "dense_width": [None, Interval(Integral, 2, None, closed="left")],
@@ -224,6 +235,8 @@ class _StableEstimator(BaseEstimator):
         "warm_start": ["boolean"],
         "model": [None, _ModelBuilderOption()],
         "model_params": [None, dict],
+        "checkpoint_dir": [None, str, os.PathLike],
+        "n_threads": [None, Interval(Integral, 1, None, closed="left")],
     }
 
     #: Parameters a warm-started fit may change: they shape the training (and the
@@ -247,6 +260,8 @@ class _StableEstimator(BaseEstimator):
             "margin",
             "temperature",
             "alpha",
+            "checkpoint_dir",
+            "n_threads",
         }
     )
     #: Fitted attributes that a warm-started fit keeps (and restores if it refuses).
@@ -390,6 +405,7 @@ class _StableEstimator(BaseEstimator):
         arrays.
         """
         self._validate_params()
+        limit_threads(self.n_threads)  # before any TensorFlow work in a fresh process
         if self.constraint == "contractive" and self.integrator != "euler":
             raise ValueError(
                 "constraint='contractive' is analysed for explicit Euler steps only. "
@@ -425,7 +441,7 @@ class _StableEstimator(BaseEstimator):
         )
         sw = self._sample_weights(sw, y_fit)
         self._check_callback_monitors(user_callbacks, validation=self.early_stopping)
-        seed = self._seed()
+        seed = self._agree_seed(self._seed())
         callbacks, validation_data, fit_X, fit_y, fit_sw = [], None, X, y_fit, sw
         if self.early_stopping:
             idx = np.arange(len(X))
@@ -449,18 +465,22 @@ class _StableEstimator(BaseEstimator):
         n_batches = math.ceil(len(fit_X) / self.batch_size)
         with self._fit_scope(previous is not None):
             self._compile(X.shape[1], n_outputs, n_batches, warm=previous is not None)
-            history = self.model_.fit(
+            backup = self._backup_callback(X.shape[1], len(X))
+            history = self._keras_fit(
                 fit_X,
                 fit_y,
                 sample_weight=fit_sw,
                 epochs=self.epochs,
                 batch_size=self.batch_size,
                 validation_data=validation_data,
-                callbacks=callbacks + user_callbacks,
+                callbacks=callbacks + ([] if backup is None else [backup]) + user_callbacks,
                 shuffle=True,
                 verbose=int(self.verbose),
+                shuffle_seed=seed,
+                backup=backup,
+                steps_per_epoch=n_batches,
             )
-        return self._finish(history, user_callbacks, warm=previous is not None)
+        return self._finish(history, user_callbacks, warm=previous is not None, backup=backup)
 
     def _scope(self):
         """The distribution strategy's scope (a null context without one)."""
@@ -483,9 +503,88 @@ class _StableEstimator(BaseEstimator):
     def _strategy(self):
         if self.distribute is None:
             return None
+        if self.distribute == "multi_worker":
+            return _multiworker.multi_worker_strategy()
         if isinstance(self.distribute, str):
             return tf.distribute.MirroredStrategy()
         return self.distribute
+
+    def _multi_worker_strategy(self):
+        """The strategy when the fit is multi-worker (several workers), else None."""
+        if self.distribute == "multi_worker" or isinstance(
+            self.distribute, tf.distribute.MultiWorkerMirroredStrategy
+        ):
+            strategy = self._strategy()
+            return strategy if _multiworker.is_multi_worker(strategy) else None
+        return None
+
+    def _agree_seed(self, seed):
+        """Multi-worker with random_state=None: one seed, drawn on the chief, on every worker.
+
+        The workers must shuffle (and split off validation data) alike.
+        """
+        strategy = self._multi_worker_strategy()
+        if strategy is not None and seed is None:
+            seed = _multiworker.shared_seed(strategy)
+            keras.utils.set_random_seed(seed)
+        return seed
+
+    # ---- resumable fits -----------------------------------------------------------
+    def _backup_fingerprint(self, n_features, n_samples):
+        """What a backup must match to be resumed: hyperparameters and the data's shape."""
+        skip = {"verbose", "checkpoint_dir", "n_threads", "distribute", "callbacks"}
+        # repr without memory addresses ("RandomState(MT19937) at 0x7f..."): stable across runs
+        params = {
+            k: re.sub(r" at 0x[0-9a-fA-F]+", "", repr(v))
+            for k, v in self.get_params(deep=False).items()
+            if k not in skip
+        }
+        data = {"n_features": int(n_features), "n_samples": int(n_samples)}
+        if hasattr(self, "classes_"):
+            data["classes"] = [str(c) for c in self.classes_]
+        kind = "classifier" if isinstance(self, ClassifierMixin) else "regressor"
+        return {"estimator": kind, **params, **data}
+
+    def _backup_callback(self, n_features, n_samples):
+        """The fit's :class:`AtomicBackupAndRestore` (None without ``checkpoint_dir``)."""
+        if self.checkpoint_dir is None:
+            return None
+        return AtomicBackupAndRestore(
+            self.checkpoint_dir,
+            fingerprint=self._backup_fingerprint(n_features, n_samples),
+            writer=_multiworker.is_chief(self.model_.distribute_strategy),
+        )
+
+    def _keras_fit(
+        self, x, y=None, *, shuffle_seed=None, backup=None, steps_per_epoch=None, **fit_kwargs
+    ):
+        """``model_.fit(x, y, **fit_kwargs)``, or the multi-worker loop under that strategy."""
+        strategy = self._multi_worker_strategy()
+        if strategy is None:
+            return self.model_.fit(x, y, **fit_kwargs)
+        if isinstance(x, tf.data.Dataset):
+            data, validation = x, None
+        else:
+            data = _array_batches(x, y, fit_kwargs.get("sample_weight"))
+            data = data.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+            data = data.batch(fit_kwargs["batch_size"])
+            validation = fit_kwargs.get("validation_data")
+            if validation is not None:  # (x, y) or (x, y, sample_weight)
+                x_val, y_val, *w_val = validation
+                validation = _array_batches(x_val, y_val, w_val[0] if w_val else None)
+                validation = validation.batch(fit_kwargs["batch_size"])
+        return _multiworker.fit_multi_worker(
+            self.model_,
+            strategy,
+            data,
+            loss_fn=self.model_.loss,
+            epochs=fit_kwargs["epochs"],
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation,
+            callbacks=fit_kwargs.get("callbacks", ()),
+            backup=backup,
+            verbose=fit_kwargs.get("verbose", 0),
+        )
 
     def _compile(self, n_features, n_outputs, n_batches, warm=False):
         if not warm:  # a warm start recompiles the fitted network: fresh optimizer, same weights
@@ -501,9 +600,14 @@ class _StableEstimator(BaseEstimator):
             run_eagerly=n_steps <= _EAGER_STEPS and self.distribute is None,
         )
 
-    def _finish(self, history, user_callbacks=(), warm=False):
+    def _finish(self, history, user_callbacks=(), warm=False, backup=None):
+        if backup is not None:  # a resumed fit: the epochs before the restart too
+            history = types.SimpleNamespace(history=backup.history)
         self._record_history(history, warm)
         self.callbacks_ = list(user_callbacks)
+        self._chief = _multiworker.is_chief(self.model_.distribute_strategy)
+        if self._multi_worker_strategy() is not None:
+            self.model_ = _multiworker.local_copy(self.model_)
         self.lipschitz_bound_, self.lipschitz_bound_error_ = self._certify()
         return self
 
@@ -731,7 +835,7 @@ class _StableEstimator(BaseEstimator):
             n_outputs, n_batches, encode = self._scan_dataset(dataset, classes)
             self.n_features_in_ = n_features
         per_class = self._class_weight_vector()
-        self._seed()
+        self._agree_seed(self._seed())
 
         def prepare(x, y, *w):
             target = encode(y)
@@ -743,14 +847,17 @@ class _StableEstimator(BaseEstimator):
         data = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
         with self._fit_scope(previous is not None):
             self._compile(n_features, n_outputs, n_batches, warm=previous is not None)
-            history = self.model_.fit(
+            backup = self._backup_callback(n_features, -n_batches)  # batches, not samples
+            history = self._keras_fit(
                 data,
                 epochs=self.epochs,
                 shuffle=False,
                 verbose=int(self.verbose),
-                callbacks=list(user_callbacks),
+                callbacks=([] if backup is None else [backup]) + list(user_callbacks),
+                backup=backup,
+                steps_per_epoch=n_batches,
             )
-        return self._finish(history, user_callbacks, warm=previous is not None)
+        return self._finish(history, user_callbacks, warm=previous is not None, backup=backup)
 
     def _scan_dataset(self, dataset, classes):
         """One streaming pass: finiteness, batch count and targets (see subclasses)."""
@@ -770,8 +877,14 @@ class _StableEstimator(BaseEstimator):
     def __getstate__(self):
         state = self.__dict__.copy()
         if not (state.get("distribute") is None or isinstance(state["distribute"], str)):
-            mirrored = isinstance(state["distribute"], tf.distribute.MirroredStrategy)
-            state["distribute"] = "mirrored" if mirrored else None
+            strategy = state["distribute"]
+            state["distribute"] = (
+                "mirrored"
+                if isinstance(strategy, tf.distribute.MirroredStrategy)
+                else "multi_worker"
+                if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                else None
+            )
         # the callbacks of the last fit hold the Keras model: they are not pickled
         state.pop("callbacks_", None)
         model = state.pop("model_", None)
@@ -885,13 +998,17 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         so that two fits on the same data give the same predictions.
     verbose : int, default=0
         1 shows Keras' progress bar for each epoch; 0 is silent.
-    distribute : None, "mirrored" or tf.distribute.Strategy, default=None
+    distribute : None, "mirrored", "multi_worker" or tf.distribute.Strategy, default=None
         Data-parallel training: the model is built and compiled inside the
         strategy's scope (``"mirrored"``: ``tf.distribute.MirroredStrategy()``
-        over all local devices). Constraints run on the aggregated update, so
-        the guarantee is the same on every replica. A strategy object does not
-        pickle: a pickled estimator keeps ``"mirrored"`` for a
-        ``MirroredStrategy`` and None otherwise.
+        over all local devices; ``"multi_worker"``:
+        ``tf.distribute.MultiWorkerMirroredStrategy()`` over the machines that
+        the ``TF_CONFIG`` environment variable names, see Notes). Constraints
+        run on the aggregated update, so the guarantee is the same on every
+        replica and every worker. A strategy object does not pickle: a pickled
+        estimator keeps ``"mirrored"`` for a ``MirroredStrategy``,
+        ``"multi_worker"`` for a ``MultiWorkerMirroredStrategy`` and None
+        otherwise.
     network : {"certified", "chapter"}, default="certified"
         The architecture (:func:`stablekeras.models.build_network`): every layer
         bounded by 1, or the chapter's 1x1 convolution lift with max pooling and
@@ -978,6 +1095,26 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         Keyword arguments of ``model`` (only with ``model``). One parameter for
         ``get_params``, ``clone`` and grid searches:
         ``{"model_params": [{"width": 8}, {"width": 16}]}``.
+    checkpoint_dir : str, path-like or None, default=None
+        Make the fit resumable: the training state (weights, optimizer state,
+        epoch, history) is backed up there after every epoch, atomically
+        (Keras' ``BackupAndRestore``, written so that a process killed
+        mid-save leaves the previous epoch's backup whole). A fit started again
+        with the same arguments and data after its process was killed resumes
+        after the last backed-up epoch; a completed fit removes the directory.
+        A backup of a different fit (other hyperparameters or data shape) is
+        refused with a ``ValueError``. Not to be shared by concurrent fits (one
+        directory per candidate of a grid search). See Notes.
+    n_threads : int or None, default=None
+        Threads of each of TensorFlow's pools (intra-op and inter-op) for the
+        fit. None: the process's share, i.e. a dask worker's ``nthreads``,
+        else ``OMP_NUM_THREADS`` when set (joblib's workers get
+        ``cpu_count() // n_jobs``, so ``GridSearchCV(n_jobs=2)`` does not
+        oversubscribe the cores), else TensorFlow's default (all cores).
+        TensorFlow fixes its pools when its runtime starts in a process: the
+        limit takes effect in a fresh process (joblib, dask and Ray workers
+        are); when the runtime already runs with other sizes the fit uses
+        them, and warns (``RuntimeWarning``) if ``n_threads`` was given.
 
     Attributes
     ----------
@@ -989,9 +1126,11 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
     feature_names_in_ : ndarray of str, when X had feature names
     history_ : dict
         Keras' per-epoch ``loss`` (and ``val_loss`` with early stopping), over
-        all the fits of a warm start.
+        all the fits of a warm start; after a resumed fit, of every epoch,
+        those before the restart included (see Notes).
     n_iter_ : int
-        Epochs run (summed over the fits of a warm start).
+        Epochs run (summed over the fits of a warm start; before and after a
+        restart, see Notes).
     lipschitz_bound_ : float or None
         A sound upper bound of the l2 Lipschitz constant of the logits; None
         for a ``model`` with a layer that cannot be bounded.
@@ -1024,6 +1163,34 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
     projection, cross-entropy); ``StableClassifier.from_preset("chapter")`` or
     ``network="chapter"`` builds it now. ``lift=`` and ``projection=`` were
     replaced by ``network=``.
+
+    Resuming (``checkpoint_dir``). After a resumed fit ``n_iter_`` counts every
+    epoch, those run before the restart included, and ``history_`` holds the
+    logs of all of them (saved with the backup). Early stopping's patience
+    counter and best weights are not part of the backup: they restart with the
+    process. The shuffling order of the epochs after a restart differs from an
+    uninterrupted fit's, so the two end close, not bitwise equal.
+
+    Multi-worker training (``distribute="multi_worker"``). Start the same
+    program on every machine with ``TF_CONFIG`` naming the cluster and the
+    machine's place in it, e.g. on the first of two
+    ``TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+    "task": {"type": "worker", "index": 0}}'`` and ``"index": 1`` on the
+    second. Every worker must see the same data in the same order; each
+    trains on its part of every global batch of ``batch_size`` rows; with
+    ``random_state=None`` the chief draws the shuffling seed and sends it to
+    the others. Every worker ends with the same weights and the same
+    ``lipschitz_bound_``, and ``model_`` is then an ordinary (local) model.
+    Worker 0 (or the ``"chief"`` task) is the chief: it alone writes the
+    ``checkpoint_dir`` backups (which every worker restores from, so the
+    directory must be on a shared file system) and exports
+    (:func:`~stablekeras.export.export_saved_model` writes nothing and returns
+    None on the other workers). If a worker dies the others stop with an
+    error; start them all again with the same arguments and, with
+    ``checkpoint_dir``, the job resumes after the last backed-up epoch.
+    TensorFlow allows the strategy to be made only before any other
+    TensorFlow work in the process, so fit first or make the strategy at the
+    start of the program and pass it as ``distribute``.
 
     References
     ----------
@@ -1108,6 +1275,8 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         warm_start=False,
         model=None,
         model_params=None,
+        checkpoint_dir=None,
+        n_threads=None,
     ):
         self.constraint = constraint
         self.step_size = step_size
@@ -1144,6 +1313,8 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         self.warm_start = warm_start
         self.model = model
         self.model_params = model_params
+        self.checkpoint_dir = checkpoint_dir
+        self.n_threads = n_threads
 
     def _prepare_targets(self, y):
         check_classification_targets(y)
@@ -1286,7 +1457,7 @@ image_shape, kernel_size, max_norm, strong_convexity, epochs, batch_size, \
 learning_rate, weight_decay, validation_fraction, early_stopping, \
 n_iter_no_change, random_state, verbose, distribute, network, \
 lift_block_size, dense_width, dense_depth, normalization, callbacks, \
-warm_start, model, model_params :
+warm_start, model, model_params, checkpoint_dir, n_threads :
         As in :class:`StableClassifier` (with the same defaults); the regressor
         has no ``loss``, ``margin``, ``temperature``, ``alpha`` or
         ``class_weight``. A ``model`` predicts standardised targets: the
@@ -1317,6 +1488,8 @@ warm_start, model, model_params :
     -----
     ``fit`` takes ``sample_weight`` and ``callbacks`` as metadata, routed through
     ``Pipeline`` and ``GridSearchCV`` after ``set_fit_request`` as for
+    :class:`StableClassifier`. Resuming (``checkpoint_dir``) and multi-worker
+    training (``distribute="multi_worker"``) work as described in the Notes of
     :class:`StableClassifier`.
 
     Examples
@@ -1365,6 +1538,8 @@ warm_start, model, model_params :
         warm_start=False,
         model=None,
         model_params=None,
+        checkpoint_dir=None,
+        n_threads=None,
     ):
         self.constraint = constraint
         self.step_size = step_size
@@ -1396,6 +1571,8 @@ warm_start, model, model_params :
         self.warm_start = warm_start
         self.model = model
         self.model_params = model_params
+        self.checkpoint_dir = checkpoint_dir
+        self.n_threads = n_threads
 
     def _prepare_targets(self, y):
         y = np.asarray(y, dtype=np.float32)

@@ -186,7 +186,7 @@ def _next_version(base_dir):
 
 def export_saved_model(
     estimator, base_dir: str | os.PathLike, *, version: int | None = None
-) -> str:
+) -> str | None:
     """Export a fitted stable estimator as ``base_dir/<version>/``, for TF Serving.
 
     The export is atomic: the SavedModel is written to a hidden temporary
@@ -210,8 +210,11 @@ def export_saved_model(
 
     Returns
     -------
-    str
-        The path of the new version directory.
+    str or None
+        The path of the new version directory; None, with nothing written, on a
+        worker other than the chief of a multi-worker fit
+        (``distribute="multi_worker"``), so that the same program can run on
+        every worker and only the chief exports.
 
     Raises
     ------
@@ -257,6 +260,8 @@ def export_saved_model(
             f"None. Received: version={version!r}"
         )
     maps, final = _unwrap(estimator)
+    if not getattr(final, "_chief", True):  # a non-chief worker of a multi-worker fit
+        return None
     n_features = int(final.n_features_in_)  # the foldable steps keep the number of features
     base_dir = os.fspath(base_dir)
     os.makedirs(base_dir, exist_ok=True)

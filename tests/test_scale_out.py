@@ -83,6 +83,91 @@ def test_mirrored_fit_keeps_accuracy_guarantee_pickle_and_export(mirrored, mode)
     np.testing.assert_allclose(np.load(mirrored / f"{mode}_served.npy"), proba, rtol=0, atol=1e-5)
 
 
+# ---- multi-worker training: two worker processes on 127.0.0.1 ----------------------------
+
+
+def free_ports(n):
+    """``n`` distinct free TCP ports on 127.0.0.1 (held open together, then released)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def run_workers(script, out, extra=(), timeout=600):
+    """Start two workers of ``script`` (args: OUT INDEX PORT0 PORT1 *extra); wait for both."""
+    ports = free_ports(2)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / script), str(out), str(i), *map(str, ports), *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(2)
+    ]
+    try:
+        return [p.communicate(timeout=timeout)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+@pytest.fixture(scope="module")
+def multi_worker(tmp_path_factory):
+    out = tmp_path_factory.mktemp("multi_worker")
+    errors = run_workers("_multi_worker_fit.py", out)
+    for i in range(2):
+        if not (out / f"worker-{i}.json").exists():
+            pytest.fail(f"worker {i} failed:\n{errors[i][-4000:]}")
+    return out
+
+
+def test_multi_worker_fit_agrees_across_workers_and_with_one_process(multi_worker):
+    from _multi_worker_fit import FIT, split
+
+    chief, other = (json.loads((multi_worker / f"worker-{i}.json").read_text()) for i in range(2))
+    # identical weights and bound on both workers, and local (not distributed) afterwards
+    np.testing.assert_array_equal(
+        np.load(multi_worker / "worker-0.npy"), np.load(multi_worker / "worker-1.npy")
+    )
+    assert chief["lipschitz_bound_"] == other["lipschitz_bound_"]
+    assert chief["block_bounds"] == other["block_bounds"]
+    assert not chief["variables_distributed"] and not other["variables_distributed"]
+    assert chief["n_iter_"] == other["n_iter_"] == FIT["epochs"]
+    # the same fit in one process: held-out accuracy within 2 points
+    X_train, X_test, y_train, y_test = split()
+    single = StableClassifier(**FIT).fit(X_train, y_train).score(X_test, y_test)
+    assert chief["accuracy"] >= 0.85
+    assert abs(chief["accuracy"] - single) <= 0.02, (chief["accuracy"], single)
+    # the guarantee: every block's bound is 1 and the probe finds nothing above it
+    for result in (chief, other):
+        assert all(b <= 1.0 + 1e-6 for b in result["block_bounds"]), result["block_bounds"]
+        assert all(r <= 1.0 + 1e-4 for r in result["probe"]), result["probe"]
+        assert all(r >= 0.5 for r in result["probe"]), "the probe found no large ratio at all"
+    # only the chief exports; a strategy string survives pickling
+    assert chief["exported"] is not None and Path(chief["exported"]).is_dir()
+    assert other["exported"] is None
+    assert chief["pickled_distribute"] == other["pickled_distribute"] == "multi_worker"
+
+
+def test_multi_worker_needs_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    clf = StableClassifier(distribute="multi_worker", epochs=1)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        clf.fit(np.random.rand(20, 4), np.arange(20) % 2)
+    assert not hasattr(clf, "model_")
+
+
 # ---- fitting from a tf.data.Dataset ---------------------------------------------------------
 
 DATA_FIT = dict(width=16, depth=2, epochs=8, batch_size=64, learning_rate=0.02, random_state=0)
