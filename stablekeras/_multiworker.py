@@ -102,8 +102,10 @@ def shared_seed(strategy) -> int:
     """A random seed drawn on the chief and sent to every worker (for random_state=None)."""
     drawn = int(np.random.SeedSequence().generate_state(1)[0] % (2**31 - 1))
     per_replica = strategy.run(
-        lambda: tf.constant(float(drawn) if is_chief(strategy) else 0.0, tf.float64)
-        / tf.cast(strategy.num_replicas_in_sync // _num_workers(strategy), tf.float64)
+        lambda: (
+            tf.constant(float(drawn) if is_chief(strategy) else 0.0, tf.float64)
+            / tf.cast(strategy.num_replicas_in_sync // _num_workers(strategy), tf.float64)
+        )
     )
     return int(round(float(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))))
 

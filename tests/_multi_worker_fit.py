@@ -1,4 +1,4 @@
-"""One worker of a two-worker fit (distribute="multi_worker") on 127.0.0.1, for tests/test_scale_out.py.
+"""One worker of a two-worker fit (distribute="multi_worker") on 127.0.0.1, for test_scale_out.
 
     python tests/_multi_worker_fit.py OUT INDEX PORT0 PORT1
 

@@ -405,6 +405,29 @@ def test_grid_search_on_dask(dask_client, search_data, sequential_search, tmp_pa
     _check_search(search, sequential_search, tmp_path, search_data, worker_pids)
 
 
+def _fit_and_report_pools(X, y):
+    StableClassifier(**SEARCH_FIT).fit(X, y)
+    threading = tf.config.threading
+    pools = (
+        threading.get_intra_op_parallelism_threads(),
+        threading.get_inter_op_parallelism_threads(),
+    )
+    return os.getpid(), pools
+
+
+def test_fits_on_a_two_worker_dask_cluster_do_not_oversubscribe(dask_client, search_data):
+    """Each worker (one thread) sizes TensorFlow's pools to one thread: two busy threads in all."""
+    nthreads = dask_client.nthreads()
+    futures = [
+        dask_client.submit(_fit_and_report_pools, *search_data, workers=[w], pure=False)
+        for w in nthreads
+    ]
+    reports = dask_client.gather(futures)
+    assert len({pid for pid, _ in reports}) == 2
+    assert all(pools == (nthreads[w], nthreads[w]) for w, (_, pools) in zip(nthreads, reports))
+    assert sum(nthreads.values()) == 2
+
+
 def test_cross_validate_on_dask(dask_client, search_data, tmp_path):
     X, y = search_data
     with joblib.parallel_backend("dask"):

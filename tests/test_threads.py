@@ -1,0 +1,112 @@
+"""``n_threads``: a fit in a joblib worker sizes TensorFlow's thread pools to the worker's share.
+
+What the workers report is read through public means only:
+``tf.config.threading.get_{intra,inter}_op_parallelism_threads()`` inside the
+worker, after its fit.
+"""
+
+from __future__ import annotations
+
+import os
+
+import joblib
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV
+
+from stablekeras import StableClassifier
+from stablekeras._threads import thread_budget
+
+FIT = dict(width=8, depth=1, epochs=1, batch_size=100, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = load_digits(return_X_y=True)
+    return (X[:300] / 16).astype(np.float32), y[:300]
+
+
+def _pools():
+    threading = tf.config.threading
+    return (
+        threading.get_intra_op_parallelism_threads(),
+        threading.get_inter_op_parallelism_threads(),
+    )
+
+
+def fit_and_report(X, y, **params):
+    """Fit in this process; return its pid, OMP_NUM_THREADS and TensorFlow's pool sizes."""
+    StableClassifier(**FIT, **params).fit(X, y)
+    return os.getpid(), os.environ.get("OMP_NUM_THREADS"), _pools()
+
+
+def test_a_fit_in_a_joblib_worker_takes_the_workers_share(data):
+    # joblib gives each of its n_jobs loky workers cpu_count() // n_jobs threads (at least 1)
+    share = max(joblib.cpu_count() // 2, 1)
+    with joblib.parallel_config(backend="loky", n_jobs=2):
+        reports = joblib.Parallel()(joblib.delayed(fit_and_report)(*data) for _ in range(2))
+    for pid, omp, pools in reports:
+        assert pid != os.getpid()
+        assert omp == str(share)
+        assert pools == (share, share)
+
+
+def test_explicit_n_threads_wins_over_the_share(data):
+    # joblib's inner_max_num_threads sets the workers' budget (loky starts new workers when
+    # their environment changes, so TensorFlow starts afresh there); n_threads=3 wins over it
+    with joblib.parallel_config(backend="loky", n_jobs=2, inner_max_num_threads=2):
+        reports = joblib.Parallel()(
+            joblib.delayed(fit_and_report)(*data, n_threads=3) for _ in "ab"
+        )
+    assert all(omp == "2" and pools == (3, 3) for _, omp, pools in reports), reports
+
+
+class ThreadRecordingScorer:
+    """Accuracy; leaves the worker's pool sizes in ``log_dir`` (the scorer runs in the worker)."""
+
+    def __init__(self, log_dir):
+        self.log_dir = str(log_dir)
+
+    def __call__(self, estimator, X, y):
+        with open(os.path.join(self.log_dir, f"{os.getpid()}-{id(X)}"), "w") as fh:
+            fh.write(" ".join(map(str, _pools())))
+        return float(np.mean(estimator.predict(X) == y))
+
+
+def test_grid_search_with_two_jobs_does_not_oversubscribe(data, tmp_path):
+    share = max(joblib.cpu_count() // 2, 1)
+    search = GridSearchCV(
+        StableClassifier(**FIT),
+        {"step_size": [0.5, 1.0]},
+        cv=2,
+        n_jobs=2,
+        scoring=ThreadRecordingScorer(tmp_path),
+        refit=False,
+    ).fit(*data)
+    assert len(search.cv_results_["params"]) == 2
+    records = [f.read_text().split() for f in tmp_path.iterdir()]
+    assert len(records) == 4  # one per candidate and split
+    assert all(r == [str(share), str(share)] for r in records), records
+    assert {int(f.name.split("-")[0]) for f in tmp_path.iterdir()} - {os.getpid()}
+
+
+def test_the_budget_rule(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert thread_budget(None) == 3
+    assert thread_budget(2) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert thread_budget(None) is None
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert thread_budget(None) is None
+
+
+def test_a_limit_that_cannot_take_effect_warns(data):
+    tf.constant(0.0)  # TensorFlow's runtime runs in this process from now on
+    other = tf.config.threading.get_intra_op_parallelism_threads() + 1
+    with pytest.warns(RuntimeWarning, match=f"n_threads: cannot size .* to {other} threads"):
+        clf = StableClassifier(n_threads=other, **FIT).fit(*data)
+    assert clf.n_iter_ == 1  # the fit goes on with the pools it has
+    with pytest.raises(ValueError, match="n_threads"):
+        StableClassifier(n_threads=0, **FIT).fit(*data)
