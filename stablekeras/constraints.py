@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from stablekeras import spectral
+from stablekeras._precision import fit_for_rounding, is_low_precision
 
 __all__ = ["SpectralNorm"]
 
@@ -46,6 +47,10 @@ class SpectralNorm(keras.constraints.Constraint):
     padding : {"same", "valid"}, default "same"
     iterations : int, default 6
         Gram iterations; more makes the bound tighter (never unsound).
+    compute_dtype : None, "float16" or "bfloat16", default None
+        The dtype the layer computes in (a mixed-precision policy). The kernel
+        is then also shrunk just enough that its rounding to that dtype, the
+        kernel that runs, keeps the bound (see :mod:`stablekeras._precision`).
 
     Examples
     --------
@@ -62,6 +67,7 @@ class SpectralNorm(keras.constraints.Constraint):
         strides=1,
         padding: str = "same",
         iterations: int = 6,
+        compute_dtype: str | None = None,
     ):
         max_value = float(max_value)
         if not max_value > 0:
@@ -75,6 +81,12 @@ class SpectralNorm(keras.constraints.Constraint):
         self.padding = str(padding).lower()
         spectral._padding(padding)
         self.iterations = int(iterations)
+        if compute_dtype is not None and not is_low_precision(compute_dtype):
+            raise ValueError(
+                "Received an invalid value for `compute_dtype`, expected None, 'float16' or "
+                f"'bfloat16'. Received: compute_dtype={compute_dtype!r}"
+            )
+        self.compute_dtype = None if compute_dtype is None else str(compute_dtype)
 
     def norm_bound(self, w):
         """The sound in-graph bound of the operator norm of ``w`` this constraint uses."""
@@ -103,7 +115,11 @@ class SpectralNorm(keras.constraints.Constraint):
         bound = self.norm_bound(w)
         target = self.max_value * (1.0 - SAFETY)
         scale = tf.minimum(1.0, target / tf.maximum(bound, 1e-30))
-        return w * tf.cast(scale, w.dtype)
+        w = w * tf.cast(scale, w.dtype)
+        if self.compute_dtype is not None:
+            taps = 1 if w.shape.rank == 2 else int(w.shape[0]) * int(w.shape[1])
+            w = fit_for_rounding(w, bound * scale, target, self.compute_dtype, taps)
+        return w
 
     def get_config(self):
         return {
@@ -112,4 +128,5 @@ class SpectralNorm(keras.constraints.Constraint):
             "strides": list(self.strides),
             "padding": self.padding,
             "iterations": self.iterations,
+            "compute_dtype": self.compute_dtype,
         }

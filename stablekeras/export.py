@@ -164,7 +164,8 @@ class _ServingModule(tf.Module):
                 for f in maps:
                     x = f(x)
                 x = tf.cast(x, tf.float32)
-            z = model(x, training=False)
+            # float32 logits whatever the policy (a mixed-precision model computes float16)
+            z = tf.cast(model(x, training=False), tf.float32)
             if not is_classifier:
                 return {"predictions": tf.reshape(z, [-1]) if flat else z}
             class_ids = tf.argmax(z, axis=1, output_type=tf.int64)

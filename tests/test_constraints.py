@@ -65,8 +65,11 @@ def test_serialization_round_trip():
         "strides": [2, 2],
         "padding": "valid",
         "iterations": 8,
+        "compute_dtype": None,
     }
     assert SpectralNorm.from_config(config).get_config() == config
+    half = SpectralNorm(1.0, compute_dtype="float16").get_config()
+    assert SpectralNorm.from_config(half).get_config() == half
     restored = keras.constraints.deserialize(keras.constraints.serialize(c))
     assert isinstance(restored, SpectralNorm)
     assert restored.get_config() == config

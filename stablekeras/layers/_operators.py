@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from stablekeras import spectral
+from stablekeras._precision import is_low_precision
 from stablekeras.constraints import SpectralNorm
 
 
@@ -37,22 +38,43 @@ def positive_float(value, name: str) -> float:
     return v
 
 
-class DenseOperator:
+class _RunKernel:
+    """The kernel as the layer computes with it: cast to its compute dtype.
+
+    Inside ``call`` Keras has already cast it (a no-op here); outside (bounds,
+    certificates) the same cast gives the same rounded values, so a bound
+    computed from :meth:`_run_kernel` is the bound of the operator that runs.
+    """
+
+    def _run_kernel(self):
+        return tf.cast(self.kernel, self.compute_dtype)
+
+    def _rounding_dtype(self):
+        """The compute dtype the constraint must leave room for (None in float32)."""
+        return self.compute_dtype if is_low_precision(self.compute_dtype) else None
+
+
+class DenseOperator(_RunKernel):
     """``A x = x @ kernel`` with ``kernel`` of shape ``(d, units)``."""
 
     def _init_operator(self, units, kernel_initializer, **_):
         self.units = positive_int(units, "units")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
-    def _build_operator(self, input_shape, constraint_max=None):
+    def _build_operator(self, input_shape, constraint_max=None, autocast=True):
         d = int(input_shape[-1])
         self._in_dim = d
-        self.kernel_constraint_ = None if constraint_max is None else SpectralNorm(constraint_max)
+        self.kernel_constraint_ = (
+            None
+            if constraint_max is None
+            else SpectralNorm(constraint_max, compute_dtype=self._rounding_dtype())
+        )
         self.kernel = self.add_weight(
             name="kernel",
             shape=(d, self.units),
             initializer=self.kernel_initializer,
             constraint=self.kernel_constraint_,
+            autocast=autocast,
         )
         return (self.units,)
 
@@ -72,11 +94,11 @@ class DenseOperator:
 
     def _graph_norm(self):
         if self.kernel_constraint_ is not None:
-            return self.kernel_constraint_.norm_bound(self.kernel)
-        return self._gram_norm(self.kernel)
+            return self.kernel_constraint_.norm_bound(self._run_kernel())
+        return self._gram_norm(self._run_kernel())
 
     def _exact_norm(self, kernel=None) -> float:
-        kernel = self.kernel if kernel is None else kernel
+        kernel = self._run_kernel() if kernel is None else kernel
         return spectral.dense_norm(keras.ops.convert_to_numpy(kernel))
 
     def _operator_config(self):
@@ -86,7 +108,7 @@ class DenseOperator:
         }
 
 
-class ConvOperator:
+class ConvOperator(_RunKernel):
     """``A x = conv2d(x, kernel)`` (no bias), ``A^T`` the transposed convolution."""
 
     def _init_operator(self, filters, kernel_size, strides, padding, kernel_initializer, **_):
@@ -97,7 +119,7 @@ class ConvOperator:
         self.padding = str(padding).lower()
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
-    def _build_operator(self, input_shape, constraint_max=None):
+    def _build_operator(self, input_shape, constraint_max=None, autocast=True):
         if len(input_shape) != 4 or any(v is None for v in input_shape[1:]):
             raise ValueError(
                 f"{type(self).__name__} needs inputs of shape (batch, height, width, "
@@ -108,13 +130,20 @@ class ConvOperator:
         self.kernel_constraint_ = (
             None
             if constraint_max is None
-            else SpectralNorm(constraint_max, (h, w), self.strides, self.padding)
+            else SpectralNorm(
+                constraint_max,
+                (h, w),
+                self.strides,
+                self.padding,
+                compute_dtype=self._rounding_dtype(),
+            )
         )
         self.kernel = self.add_weight(
             name="kernel",
             shape=(*self.kernel_size, c, self.filters),
             initializer=self.kernel_initializer,
             constraint=self.kernel_constraint_,
+            autocast=autocast,
         )
         return (
             *spectral.conv2d_output_shape((h, w), self.kernel_size, self.strides, self.padding),
@@ -144,8 +173,8 @@ class ConvOperator:
 
     def _graph_norm(self):
         if self.kernel_constraint_ is not None:
-            return self.kernel_constraint_.norm_bound(self.kernel)
-        return self._gram_norm(self.kernel)
+            return self.kernel_constraint_.norm_bound(self._run_kernel())
+        return self._gram_norm(self._run_kernel())
 
     def _gram_norm(self, kernel):
         """Sound in-graph bound of ``||A||`` on the layer's grid for a kernel of this shape."""
@@ -156,7 +185,7 @@ class ConvOperator:
         return spectral.conv2d_aol_scales(kernel, self.strides)
 
     def _exact_norm(self, kernel=None) -> float:
-        kernel = self.kernel if kernel is None else kernel
+        kernel = self._run_kernel() if kernel is None else kernel
         return spectral.conv2d_norm_bound(
             keras.ops.convert_to_numpy(kernel), self._in_shape[:2], self.strides, self.padding
         )

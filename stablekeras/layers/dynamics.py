@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from stablekeras import activations as _activations
 from stablekeras import spectral
+from stablekeras._precision import as_run
 from stablekeras.layers._operators import positive_float, positive_int
 
 __all__ = ["AntisymmetricDense", "HamiltonianDense"]
@@ -75,13 +76,10 @@ class AntisymmetricDense(keras.layers.Layer):
         )
 
     def matrix(self):
-        """``M = W - W^T - gamma I``."""
-        d = tf.shape(self.kernel)[0]
-        return (
-            self.kernel
-            - tf.transpose(self.kernel)
-            - self.gamma * tf.eye(d, dtype=self.kernel.dtype)
-        )
+        """``M = W - W^T - gamma I``, in the compute dtype (as ``call`` uses it)."""
+        w = tf.cast(self.kernel, self.compute_dtype)
+        d = tf.shape(w)[0]
+        return w - tf.transpose(w) - self.gamma * tf.eye(d, dtype=w.dtype)
 
     def call(self, inputs, training=None):
         x = tf.convert_to_tensor(inputs)
@@ -94,9 +92,10 @@ class AntisymmetricDense(keras.layers.Layer):
         return input_shape
 
     def lipschitz_bound(self) -> float:
-        """``1 + h L_s ||M||_2`` (exact SVD)."""
+        """``1 + h L_s ||M||_2`` (exact SVD), with ``h`` and ``M`` as they run."""
         m = keras.ops.convert_to_numpy(self.matrix())
-        return 1.0 + self.step_size * self.activation.slope * spectral.dense_norm(m)
+        h = as_run(self.step_size, self.compute_dtype)
+        return 1.0 + h * self.activation.slope * spectral.dense_norm(m)
 
     def get_config(self):
         return {
@@ -189,9 +188,11 @@ class HamiltonianDense(keras.layers.Layer):
 
     def lipschitz_bound(self) -> float:
         """``(1 + h L_s ||K1||^2)(1 + h L_s ||K2||^2)``: each shear is bounded separately."""
-        c = self.step_size * self.activation.slope
-        n1 = spectral.dense_norm(keras.ops.convert_to_numpy(self.kernel_1))
-        n2 = spectral.dense_norm(keras.ops.convert_to_numpy(self.kernel_2))
+        c = as_run(self.step_size, self.compute_dtype) * self.activation.slope
+        n1, n2 = (
+            spectral.dense_norm(keras.ops.convert_to_numpy(tf.cast(k, self.compute_dtype)))
+            for k in (self.kernel_1, self.kernel_2)
+        )
         return (1.0 + c * n1**2) * (1.0 + c * n2**2)
 
     def get_config(self):

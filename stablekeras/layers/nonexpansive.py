@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from stablekeras import activations as _activations
 from stablekeras import integrators as _integrators
+from stablekeras._precision import as_run, fit_for_rounding, is_low_precision, unit_roundoff
 from stablekeras.constraints import SAFETY
 from stablekeras.layers._operators import ConvOperator, DenseOperator, positive_float, positive_int
 
@@ -103,19 +104,37 @@ class _GradientStep(keras.layers.Layer):
         self.strong_convexity = mu
 
     # --- the condition -----------------------------------------------------
+    def _run(self, value: float) -> float:
+        """A coefficient as the layer's compute dtype holds it (float16 under mixed precision)."""
+        return as_run(value, self.compute_dtype)
+
+    def _run_step(self, h):
+        """The sub-step ``h`` (a float32 tensor) in the compute dtype, never rounded up."""
+        if is_low_precision(self.compute_dtype):
+            h = h * (1.0 - unit_roundoff(self.compute_dtype))  # fl(h (1 - u)) < h
+        return tf.cast(h, self.compute_dtype)
+
     def _max_norm(self) -> float:
-        """Largest ``||A||`` for which one step of size ``step_size`` keeps the guarantee."""
+        """Largest ``||A||`` for which one step of size ``step_size`` keeps the guarantee.
+
+        With the step size and strong convexity as they run (rounded to the
+        compute dtype under a mixed-precision policy).
+        """
         h, L, r, mu = (
-            self.step_size,
+            self._run(self.step_size),
             self.activation.slope,
             self.integrator.radius,
-            self.strong_convexity,
+            self._run(self.strong_convexity),
         )
         return math.sqrt((2.0 * r - 2.0 * h * mu) / (h * L))
 
     def build(self, input_shape):
         constraint_max = self._max_norm() if self.mode == "constraint" else None
-        bias_shape = self._build_operator(tuple(input_shape), constraint_max)
+        # normalized: the normalisation runs on the float32 kernel under a mixed-precision
+        # policy too (no autocast); only its result is cast (used_kernel)
+        bias_shape = self._build_operator(
+            tuple(input_shape), constraint_max, autocast=self.mode != "normalized"
+        )
         self.bias = (
             self.add_weight(name="bias", shape=(bias_shape[-1],), initializer=self.bias_initializer)
             if self.use_bias
@@ -140,7 +159,7 @@ class _GradientStep(keras.layers.Layer):
             self.step_size,
             self.activation.slope,
             self.integrator.radius,
-            self.strong_convexity,
+            self._run(self.strong_convexity),
         )
         # The same relative room as the constraint: the float32 bound may round below
         # ||A||, and a step exactly on h nu = 2 r (the cap) must not cross it.
@@ -175,15 +194,22 @@ class _GradientStep(keras.layers.Layer):
           Araujo et al. (2023) with ``q = 1``.
 
         Gradients flow through the rescaling, so training sees the kernel used.
-        A relative ``1e-5`` is kept free for float32 rounding.
+        A relative ``1e-5`` is kept free for float32 rounding. Under a
+        mixed-precision policy the rescaling runs in float32 and its result is
+        shrunk just enough that its rounding to the compute dtype keeps the
+        norm (:func:`stablekeras._precision.fit_for_rounding`), then cast.
         """
         if self.mode != "normalized":
             return self.kernel
-        kernel = tf.convert_to_tensor(self.kernel)
+        kernel = tf.cast(self.kernel, tf.float32)
         target = min(1.0, self._max_norm()) * (1.0 - SAFETY)
         if self.normalization == "gram":
-            return kernel * (target / tf.maximum(self._gram_norm(kernel), 1e-30))
-        return kernel * (target * self._aol_scales(kernel))
+            kernel = kernel * (target / tf.maximum(self._gram_norm(kernel), 1e-30))
+        else:
+            kernel = kernel * (target * self._aol_scales(kernel))
+        taps = 1 if kernel.shape.rank == 2 else int(kernel.shape[0]) * int(kernel.shape[1])
+        kernel = fit_for_rounding(kernel, target, target, self.compute_dtype, taps)
+        return tf.cast(kernel, self.compute_dtype)
 
     def _vector_field(self, x, kernel=None):
         z = self._apply(x, kernel)
@@ -206,7 +232,7 @@ class _GradientStep(keras.layers.Layer):
         s, h = self._schedule(tf.stop_gradient(self._graph_norm()))
         if training:
             self.substeps.assign(s)
-        h = tf.cast(h, x.dtype)
+        h = self._run_step(h)
         _, x = tf.while_loop(
             lambda i, _: i < s,
             lambda i, y: (i + 1, self.integrator.step(self._vector_field, y, h)),
@@ -231,12 +257,12 @@ class _GradientStep(keras.layers.Layer):
         """
         sigma = self.operator_norm()
         if self.mode != "substeps":
-            steps, h = 1, self.step_size
+            steps, h = 1, self._run(self.step_size)
         else:
             s, h = self._schedule(self._graph_norm())
-            steps, h = int(s), float(h)
+            steps, h = int(s), float(self._run_step(h))
         nu = self.activation.slope * sigma**2
-        mu = self.strong_convexity
+        mu = self._run(self.strong_convexity)
         if self.integrator.name == "euler":
             per_step = max(abs(1.0 - h * mu), abs(1.0 - h * mu - h * nu))
         elif h * nu <= 2.0 * self.integrator.radius:

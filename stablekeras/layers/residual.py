@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from stablekeras import activations as _activations
 from stablekeras import spectral
+from stablekeras._precision import as_run
 from stablekeras.layers._operators import positive_float, positive_int
 
 __all__ = ["ResidualDense", "ResidualConv2D"]
@@ -30,9 +31,20 @@ class _Residual(keras.layers.Layer):
         return input_shape
 
     def lipschitz_bound(self) -> float:
-        """``1 + h L_s ||A|| ||B||``: sound, and grows with the weights."""
+        """``1 + h L_s ||A|| ||B||``: sound, and grows with the weights.
+
+        With ``h``, ``A`` and ``B`` as they run (rounded to the compute dtype).
+        """
         a, b = self._norms()
-        return 1.0 + self.step_size * self.activation.slope * a * b
+        h = as_run(self.step_size, self.compute_dtype)
+        return 1.0 + h * self.activation.slope * a * b
+
+    def _run_kernels(self):
+        """``A`` and ``B`` cast to the compute dtype, as ``call`` uses them (NumPy arrays)."""
+        return tuple(
+            keras.ops.convert_to_numpy(tf.cast(k, self.compute_dtype))
+            for k in (self.kernel_a, self.kernel_b)
+        )
 
     def get_config(self):
         return {
@@ -99,10 +111,7 @@ class ResidualDense(_Residual):
         return tf.matmul(z, self.kernel_b)
 
     def _norms(self):
-        return (
-            spectral.dense_norm(keras.ops.convert_to_numpy(self.kernel_a)),
-            spectral.dense_norm(keras.ops.convert_to_numpy(self.kernel_b)),
-        )
+        return tuple(spectral.dense_norm(k) for k in self._run_kernels())
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
@@ -170,10 +179,7 @@ class ResidualConv2D(_Residual):
         return spectral.conv2d(z, self.kernel_b)
 
     def _norms(self):
-        return tuple(
-            spectral.conv2d_norm_bound(keras.ops.convert_to_numpy(k), self._hw)
-            for k in (self.kernel_a, self.kernel_b)
-        )
+        return tuple(spectral.conv2d_norm_bound(k, self._hw) for k in self._run_kernels())
 
     def get_config(self):
         return {
