@@ -330,7 +330,7 @@ def exact_map(layer):
         if isinstance(layer, classes):
             forward = make(layer)
 
-            def run(x):
+            def run(x, forward=forward):
                 out = forward(Tracked(tf.cast(x, tf.float64), 0.0))
                 return Tracked(out.value, SAFETY * out.err)
 
