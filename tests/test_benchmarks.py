@@ -1,5 +1,8 @@
 """The speed benchmarks of issue 6 on their smallest settings: they run and report ratios."""
 
+import json
+
+import joblib
 import numpy as np
 
 from benchmarks import attack_speed, inference_speed
@@ -48,3 +51,19 @@ def test_peer_like_layers_are_one_lipschitz():
     z = np.zeros((1, 4, 4, 1), "float32")
     z[0, :2, :2, 0] = [[3.0, 0.0], [0.0, 4.0]]
     assert np.isclose(float(np.asarray(pool(z)).max()), 5.0, atol=1e-5)
+
+
+def test_grid_search_speed_quick_runs_both_searches_and_reports_the_speedup(tmp_path):
+    from benchmarks import grid_search_speed
+
+    out = tmp_path / "grid.json"
+    result = grid_search_speed.main(["--quick", "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    assert result["quick"] and result["candidates"] == 2 and result["folds"] == 2
+    pairs = np.array(result["pairs_seconds_jobs1_jobs2"])
+    assert pairs.shape == (1, 2) and np.all(pairs > 0)
+    assert np.isclose(result["speedup"]["median"], pairs[0, 0] / pairs[0, 1], rtol=1e-2)
+    assert result["same_choice"]
+    # the workers ran with their share of the cores, not all of them each
+    share = max(joblib.cpu_count() // 2, 1)
+    assert result["worker_thread_pools_intra_inter"] == [[share, share]]

@@ -1,0 +1,153 @@
+"""Grid search with ``n_jobs=2`` against ``n_jobs=1``: does the search scale with the cores?
+
+An 8-candidate ``GridSearchCV`` of :class:`~stablekeras.StableClassifier` on
+scikit-learn's digits (3-fold, so 24 fits), run with ``n_jobs=1`` (in this
+process, TensorFlow using every core) and with ``n_jobs=2`` (two joblib
+workers; ``n_threads=None`` gives each TensorFlow ``cpu_count() // 2`` threads,
+so the two fits side by side do not oversubscribe the cores), alternately, in
+several pairs. Both are warmed up first (the workers started, TensorFlow
+imported there). The speedup of a pair is ``time(n_jobs=1) / time(n_jobs=2)``;
+the median, min and max over the pairs are reported, and both searches must
+pick the same parameters. The target on 2 cores is a median speedup of at least
+1.6.
+
+Run from the repository root, on a machine with nothing else running::
+
+    python -m benchmarks.grid_search_speed [--pairs 5] [--quick]
+
+It prints a table and writes ``benchmarks/results/grid_search_speed.json``.
+``--quick`` (a 2-candidate grid, 2 folds, 1 epoch on 300 rows, one pair, no
+warm-up) only checks that it runs; the test suite uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+#: The estimator's settings and the grid (2 x 2 x 2 = 8 candidates).
+FIT = dict(depth=2, epochs=10, batch_size=64, random_state=0)
+GRID = {"step_size": [0.5, 1.0], "width": [8, 16], "learning_rate": [0.01, 0.03]}
+QUICK_FIT = dict(depth=1, width=8, epochs=1, batch_size=100, random_state=0)
+QUICK_GRID = {"step_size": [0.5, 1.0]}
+
+
+def _data(quick: bool):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    return (X[:300], y[:300]) if quick else (X, y)
+
+
+def _search(X, y, n_jobs: int, quick: bool):
+    from sklearn.model_selection import GridSearchCV
+
+    from stablekeras import StableClassifier
+
+    search = GridSearchCV(
+        StableClassifier(**(QUICK_FIT if quick else FIT)),
+        QUICK_GRID if quick else GRID,
+        cv=2 if quick else 3,
+        n_jobs=n_jobs,
+        refit=False,
+    )
+    start = time.perf_counter()
+    search.fit(X, y)
+    return time.perf_counter() - start, search
+
+
+def _worker_pools(n_jobs: int):
+    """TensorFlow's pool sizes in the joblib workers, after a fit there (public getters)."""
+    import joblib
+
+    def pools():
+        import tensorflow as tf
+
+        threading = tf.config.threading
+        return (
+            os.getpid(),
+            threading.get_intra_op_parallelism_threads(),
+            threading.get_inter_op_parallelism_threads(),
+        )
+
+    reports = joblib.Parallel(n_jobs=n_jobs)(joblib.delayed(pools)() for _ in range(4 * n_jobs))
+    return [list(p) for p in sorted({(intra, inter) for _, intra, inter in reports})]
+
+
+def measure(pairs: int = 5, quick: bool = False) -> dict:
+    """Time the two searches in alternating pairs; return the JSON row."""
+    X, y = _data(quick)
+    searches = {}
+    if not quick:  # warm-up: start the workers, import TensorFlow there
+        _search(X, y, 2, quick)
+        _search(X, y, 1, quick)
+    seconds = []
+    for i in range(pairs):
+        order = (1, 2) if i % 2 == 0 else (2, 1)  # alternate which goes first
+        times = {}
+        for n_jobs in order:
+            times[n_jobs], searches[n_jobs] = _search(X, y, n_jobs, quick)
+        seconds.append((times[1], times[2]))
+    speedups = [a / b for a, b in seconds]
+    return {
+        "candidates": len(searches[1].cv_results_["params"]),
+        "folds": searches[1].n_splits_,
+        "rows": int(len(X)),
+        "estimator": QUICK_FIT if quick else FIT,
+        "pairs_seconds_jobs1_jobs2": [[round(a, 3), round(b, 3)] for a, b in seconds],
+        "speedup": {
+            "median": float(np.median(speedups)),
+            "min": float(np.min(speedups)),
+            "max": float(np.max(speedups)),
+        },
+        "same_choice": searches[1].cv_results_["rank_test_score"].tolist()
+        == searches[2].cv_results_["rank_test_score"].tolist(),
+        "worker_thread_pools_intra_inter": _worker_pools(2),
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS / "grid_search_speed.json")
+    args = parser.parse_args(argv)
+    load_start = os.getloadavg()
+    row = measure(pairs=1 if args.quick else args.pairs, quick=args.quick)
+    q = row["speedup"]
+    a, b = np.median(np.array(row["pairs_seconds_jobs1_jobs2"]), axis=0)
+    print("| candidates x folds | n_jobs=1 (s) | n_jobs=2 (s) | speedup median | min | max |")
+    print("|---|---|---|---|---|---|")
+    print(
+        f"| {row['candidates']} x {row['folds']} | {a:.1f} | {b:.1f} | {q['median']:.2f} "
+        f"| {q['min']:.2f} | {q['max']:.2f} |"
+    )
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}",
+        "quick": bool(args.quick),
+        "load_average_start": [round(v, 2) for v in load_start],
+        "load_average_end": [round(v, 2) for v in os.getloadavg()],
+        "target_speedup_2_cores": 1.6,
+        **row,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
