@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes
+import numpy as np
 import tensorflow as tf
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
 LOW_PRECISION = ("float16", "bfloat16")
 
 _ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8, "float32": 2.0**-24, "float64": 2.0**-53}
+_NUMPY = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 #: Half the spacing of the subnormal numbers: the largest rounding error near zero.
 _SUBNORMAL = {"float16": 2.0**-25, "bfloat16": 2.0**-134, "float32": 2.0**-150}
 
@@ -71,10 +74,12 @@ def unit_roundoff(dtype) -> float:
 
 
 def as_run(value: float, dtype) -> float:
-    """``value`` as the constant ``dtype`` arithmetic uses (rounded as TensorFlow rounds it)."""
+    """``value`` as the constant ``dtype`` arithmetic uses (rounded to nearest, as TensorFlow
+    converts a Python float to a float16 or bfloat16 tensor). Plain NumPy: usable while tracing.
+    """
     if not is_low_precision(dtype):
         return float(value)
-    return float(tf.constant(float(value), dtype=_name(dtype)).numpy())
+    return float(np.asarray(float(value), dtype=_NUMPY[_name(dtype)]))
 
 
 def fit_for_rounding(w, norm_bound, target: float, dtype, taps: int = 1):

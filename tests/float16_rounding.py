@@ -178,7 +178,7 @@ def _gradient_step(layer):
     apply, adjoint, k, norm, m_a, m_at = _operator(layer)
     b, s = _bias(layer), layer.activation
     mu = as_run(layer.strong_convexity, F16)
-    if layer.mode == "constraint":
+    if layer.mode != "substeps":  # "constraint" or "normalized": one step of size h
         steps, h = 1, as_run(layer.step_size, F16)
     else:
         steps, h = layer._schedule(layer._graph_norm())
