@@ -41,25 +41,25 @@ def run(out, index):
 
     from stablekeras import StableClassifier
     from stablekeras.export import export_saved_model
-    from stablekeras.layers import NonExpansiveDense
 
     X_train, X_test, y_train, y_test = split()
     clf = StableClassifier(distribute="multi_worker", **FIT).fit(X_train, y_train)
-    # the per-block probe, from the scale of the blocks' real inputs
+    # the per-block probe (every layer with a bound), at the scale of its real inputs
     blocks, h = [], tf.constant(X_test[:512])
     for layer in clf.model_.layers:
-        if isinstance(layer, NonExpansiveDense):
-            blocks.append((layer, float(np.median(np.std(h.numpy(), axis=1)))))
+        if hasattr(layer, "lipschitz_bound"):
+            blocks.append((layer, tuple(h.shape[1:]), float(np.median(np.std(h.numpy(), axis=1)))))
         h = layer(h, training=False)
     probes = [
-        float(probe([lambda x, b=b: b(x, training=False)], (b.kernel.shape[0],), scale=s)[0])
-        for b, s in blocks
+        float(probe([lambda x, b=b: b(x, training=False)], shape, scale=s)[0])
+        for b, shape, s in blocks
     ]
     exported = export_saved_model(clf, os.path.join(out, "export"))
     result = {
         "accuracy": float(clf.score(X_test, y_test)),
         "lipschitz_bound_": float(clf.lipschitz_bound_),
-        "block_bounds": [float(b.lipschitz_bound()) for b, _ in blocks],
+        "blocks": [type(b).__name__ for b, _, _ in blocks],
+        "block_bounds": [float(b.lipschitz_bound()) for b, _, _ in blocks],
         "probe": probes,
         "n_iter_": clf.n_iter_,
         "exported": exported,
