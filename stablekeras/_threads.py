@@ -21,7 +21,10 @@ is the process's thread budget as the schedulers publish it:
 Since the pools can only be sized before the runtime starts, the limit takes
 effect in a fresh process (a joblib, dask or Ray worker, or a script whose first
 TensorFlow work is the fit). When the runtime already runs with other sizes, the
-fit goes on with them and a ``RuntimeWarning`` says so and how to fix it.
+fit goes on with them; an explicit ``n_threads`` then warns (``RuntimeWarning``,
+saying how to fix it), the automatic one (None) does not, since in a process
+that has long run TensorFlow (a notebook, the refit of a grid search) the
+environment's budget was not asked for by anyone.
 """
 
 from __future__ import annotations
@@ -71,8 +74,9 @@ def limit_threads(n_threads: int | None) -> tuple[int, int]:
 
     Returns the sizes in effect afterwards, as
     ``tf.config.threading.get_{intra,inter}_op_parallelism_threads()`` report
-    them (0 means TensorFlow's default). Warns (``RuntimeWarning``) when the
-    runtime already started with other sizes.
+    them (0 means TensorFlow's default). Warns (``RuntimeWarning``) when an
+    explicit ``n_threads`` cannot take effect because the runtime already
+    started with other sizes.
     """
     budget = thread_budget(n_threads)
     threading = tf.config.threading
@@ -87,6 +91,8 @@ def limit_threads(n_threads: int | None) -> tuple[int, int]:
             try:
                 set_(budget)
             except RuntimeError:
+                if n_threads is None:
+                    break
                 warnings.warn(
                     f"n_threads: cannot size TensorFlow's thread pools to {budget} threads, "
                     "because TensorFlow's runtime has already started in this process with "
