@@ -59,7 +59,11 @@ def _kill_when_paused(out, proc, tag="single"):
 
 
 def _finish(proc, timeout=600):
-    _, err = proc.communicate(timeout=timeout)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 0, err[-4000:]
 
 
@@ -122,15 +126,25 @@ def test_one_worker_of_two_killed_and_the_job_restarted_resumes(tmp_path):
     ports = free_ports(2)
     chief = _start(out, index=0, ports=ports)
     worker = _start(out, "--pause-after", "2", index=1, ports=ports)
-    _kill_when_paused(out, worker, tag="1")
-    _, err = chief.communicate(timeout=300)
-    assert chief.returncode != 0  # the collective ops notice the dead peer
+    try:
+        _kill_when_paused(out, worker, tag="1")
+        chief.communicate(timeout=300)
+        assert chief.returncode != 0  # the collective ops notice the dead peer
+    finally:
+        for proc in (chief, worker):
+            if proc.poll() is None:
+                proc.kill()
     assert _state(out)["epoch"] == 2
 
     ports = free_ports(2)
     procs = [_start(out, index=i, ports=ports) for i in range(2)]
-    for proc in procs:
-        _finish(proc)
+    try:
+        for proc in procs:
+            _finish(proc)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
     results = [json.loads((out / f"result-{i}.json").read_text()) for i in range(2)]
     for tag in ("0", "1"):
         assert _begun(out, tag)[-1] == [3, 4, 5, 6]
