@@ -212,3 +212,11 @@ def test_a_backup_of_another_fit_is_refused(tmp_path, data):
     same = StableClassifier(checkpoint_dir=str(ckpt), **FIT).fit(*data)
     assert same.n_iter_ == 2 and len(same.history_["loss"]) == 2
     assert not ckpt.exists()
+
+
+def test_the_fingerprint_is_stable_across_processes():
+    """A RandomState's repr carries a memory address; the fingerprint must not."""
+    a = StableClassifier(random_state=np.random.RandomState(0))._backup_fingerprint(4, 10)
+    b = StableClassifier(random_state=np.random.RandomState(0))._backup_fingerprint(4, 10)
+    assert a == b and "0x" not in a["random_state"]
+    assert a != StableClassifier(random_state=1)._backup_fingerprint(4, 10)
