@@ -924,7 +924,12 @@ def _margins(logits):
 
 # ---- the rounding allowance --------------------------------------------------------------
 # Unit roundoff (round to nearest) of the floating-point formats a layer may compute in.
-_UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+_UNIT_ROUNDOFF = {
+    "float64": 2.0**-53,
+    "float32": 2.0**-24,
+    "float16": 2.0**-11,
+    "bfloat16": 2.0**-8,
+}
 _TF32_UNIT_ROUNDOFF = 2.0**-11  # 10 explicit mantissa bits
 
 
@@ -965,8 +970,9 @@ def _rounding_chain_length(layer) -> int:
     if not shapes:
         if isinstance(layer, _EXACT_LAYERS):
             return 0  # copies, reshapes, comparisons and zeros: no rounding
-        if isinstance(layer, keras.layers.AveragePooling2D):
-            return math.prod(layer.pool_size) + 1
+        pool = getattr(layer, "pool_size", None)
+        if pool is not None:  # a sum over each window (average or norm pooling)
+            return math.prod(np.broadcast_to(pool, (2,)).tolist()) + 1
         if isinstance(layer, keras.layers.GlobalAveragePooling2D):
             return math.prod(layer.input.shape[1:3]) + 1
         return 4  # an elementwise function (rescaling, activation): a few roundings
@@ -1101,8 +1107,8 @@ def rounding_allowance(
        gives ``e_k <= gamma_{n_k}`` times the l2 norm of the same computation
        done on absolute values, with ``n_k = S s (sum over kernels of fan-in +
        fan-out, + 8)``; for layers without kernels, a window's size + 1 for
-       average pooling, 0 for exact ones (max pooling, reshapes, the isometric
-       lift) and 4 for other elementwise functions.
+       average (or norm) pooling, 0 for exact ones (max pooling, reshapes, the
+       isometric lift) and 4 for other elementwise functions.
 
     *Engineering bound (not proven).*
 

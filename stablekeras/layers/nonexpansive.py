@@ -196,14 +196,6 @@ class _GradientStep(keras.layers.Layer):
 
     def _schedule(self, sigma):
         """Number of sub-steps ``S`` and step size ``h`` for an operator norm bound ``sigma``."""
-        T, L, r, mu = (
-            self.step_size,
-            self.activation.slope,
-            self.integrator.radius,
-            self.strong_convexity,
-        )
-        # The same relative room as the constraint: the float32 bound may round below
-        # ||A||, and a step exactly on h nu = 2 r (the cap) must not cross it.
         s, h, _ = self._schedule_and_need(sigma)
         return s, h
 
@@ -215,6 +207,8 @@ class _GradientStep(keras.layers.Layer):
             self.integrator.radius,
             self.strong_convexity,
         )
+        # The same relative room as the constraint: the float32 bound may round below
+        # ||A||, and a step exactly on h nu = 2 r (the cap) must not cross it.
         nu = (L * tf.square(tf.cast(sigma, tf.float32)) + 2.0 * mu) * (1.0 + SAFETY)
         need = tf.maximum(tf.math.ceil(T * nu / (2.0 * r)), 1.0)
         s = tf.minimum(need, float(self.max_substeps))
