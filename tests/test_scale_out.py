@@ -15,9 +15,11 @@ import sys
 import uuid
 from pathlib import Path
 
+import dask.distributed
 import joblib
 import numpy as np
 import pytest
+import ray
 import tensorflow as tf
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV, cross_validate, train_test_split
@@ -297,15 +299,14 @@ def _check_search(search, reference, log_dir, data, worker_pids=None):
 
 @pytest.fixture(scope="module")
 def dask_client():
-    distributed = pytest.importorskip("dask.distributed")
-    cluster = distributed.LocalCluster(
+    cluster = dask.distributed.LocalCluster(
         n_workers=2,
         processes=True,
         threads_per_worker=1,
         host="127.0.0.1",
         dashboard_address=None,
     )
-    client = distributed.Client(cluster)
+    client = dask.distributed.Client(cluster)
     try:
         yield client
     finally:
@@ -347,7 +348,6 @@ def test_cross_validate_on_dask(dask_client, search_data, tmp_path):
 
 @pytest.fixture(scope="module")
 def ray_session():
-    ray = pytest.importorskip("ray")
     from ray.util.joblib import register_ray
 
     # the workers unpickle RecordingScorer by reference: put this folder on their path
