@@ -20,8 +20,9 @@ demo: $(STAMP)
 # Two workers, one per core; a test file stays on one worker (module fixtures).
 PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
 
+# The tests and every docstring example of the package (`pytest --doctest-modules stablekeras`).
 test: $(STAMP)
-	$(PYTEST)
+	$(PYTEST) --doctest-modules tests stablekeras
 
 # The long and real-data checks; the certified-MNIST acceptance (a full fit of
 # several minutes) runs last and alone, so that it does not compete for the cores.

@@ -177,14 +177,15 @@ def pgd_columns(
     ``logits`` are the model's on ``X``, ``lipschitz`` its bound and
     ``allowance`` the rounding allowance of the certificates. Returns
     ``pgd`` (the lower of the two accuracies, the peer's protocol),
-    ``pgd_by_loss``, ``pgd_both_attacks_per_point`` (robust only if both fail)
-    and ``certified_but_attacked`` (points certified at eps that an attack broke).
+    ``pgd_by_loss``, ``pgd_both_attacks_per_point`` (robust only if both fail),
+    ``certified_attacked`` (points certified at eps, all attacked) and
+    ``certified_but_attacked`` (those of them that an attack broke).
     """
     from stablekeras.robustness import generate_adversarial
 
     labels = np.searchsorted(clf.classes_, y)
     clean = logits.argmax(axis=1) == labels
-    pgd, by_loss, both_attacks, violations = {}, {}, {}, {}
+    pgd, by_loss, both_attacks, violations, attacked = {}, {}, {}, {}, {}
     for eps in PGD_EPS:
         both = clean.copy()
         for loss in ("crossentropy", "margin"):
@@ -208,12 +209,14 @@ def pgd_columns(
         # soundness: a point certified at eps must survive both attacks at eps
         cert = certified_mask(logits, labels, lipschitz, eps, allowance)
         violations[_key(eps)] = int(np.sum(cert & ~both))
+        attacked[_key(eps)] = int(np.sum(cert))
         if verbose:
             print(f"PGD eps={eps}: {100 * pgd[_key(eps)]:.2f}%", flush=True)
     return {
         "pgd": pgd,
         "pgd_by_loss": by_loss,
         "pgd_both_attacks_per_point": both_attacks,
+        "certified_attacked": attacked,
         "certified_but_attacked": violations,
     }
 

@@ -67,9 +67,10 @@ def test_mirrored_fit_keeps_accuracy_guarantee_pickle_and_export(mirrored, mode)
     assert result["strategy"] == "MirroredStrategy"
     assert result["num_replicas_in_sync"] == 2
     assert result["accuracy"] >= 0.85, result
-    # The constraint ran on the aggregated update: both replicas hold the same kernel.
-    for norms in result["kernel_norm_per_replica"]:
-        assert len(norms) == 2 and norms[0] == norms[1]
+    if mode == "constraint":
+        # the constraint ran on the mirrored update: every kernel inside its limit
+        for norm, limit in zip(result["kernel_norm"], result["kernel_norm_limit"]):
+            assert norm <= limit * (1 + 1e-5), (norm, limit)
     # Sound bounds say 1; the probe (random and ascended pairs from real activations) agrees.
     assert all(b <= 1.0 + 1e-6 for b in result["block_bounds"]), result["block_bounds"]
     assert all(r <= 1.0 + 1e-4 for r in result["probe"]), result["probe"]
@@ -289,9 +290,8 @@ def _check_search(search, reference, log_dir, data, worker_pids=None):
         assert pids <= set(worker_pids)
     reported = [search.cv_results_[f"split{i}_test_robust"] for i in range(2)]
     assert sorted(s for _, s in calls) == pytest.approx(sorted(np.ravel(reported)))
-    assert np.all(
-        search.cv_results_["mean_test_robust"] <= search.cv_results_["mean_test_accuracy"]
-    )
+    # the scorer attacked in the workers: it found adversarial points
+    assert np.any(search.cv_results_["mean_test_robust"] < search.cv_results_["mean_test_accuracy"])
     # the refit best estimator (in this process) is a working StableClassifier
     best = search.best_estimator_
     assert best.step_size == 0.25 and best.score(*data) >= 0.5
