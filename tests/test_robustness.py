@@ -302,7 +302,8 @@ def test_scorers_in_grid_search(digits):
     scoring = {
         "accuracy": "accuracy",
         "robust": make_robustness_scorer(eps=0.5, steps=3),
-        "certified": make_certified_scorer(eps=0.5),
+        "robust_small": make_robustness_scorer(eps=0.05, steps=3),
+        "certified": make_certified_scorer(eps=0.05),
     }
     search = GridSearchCV(
         StableClassifier(depth=1, epochs=1, random_state=0),
@@ -318,10 +319,10 @@ def test_scorers_in_grid_search(digits):
     assert len(set(np.round(res["mean_test_accuracy"], 12))) == 4
     # sound certificates: no split certifies more points at eps than survive the attack
     for split in range(2):
-        certified, robust = res[f"split{split}_test_certified"], res[f"split{split}_test_robust"]
-        assert np.all(certified <= robust + 1e-12)
+        certified = res[f"split{split}_test_certified"]
+        assert np.all(certified <= res[f"split{split}_test_robust_small"] + 1e-12)
     constrained = np.array([p["constraint"] == "nonexpansive" for p in res["params"]])
-    assert np.all(res["mean_test_certified"][~constrained] == 0.0)  # L of a free ResNet: huge
+    assert np.all(res["mean_test_certified"][constrained] > 0), "nothing certified: vacuous"
     assert search.best_index_ == int(np.argmax(res["mean_test_robust"]))
 
 
