@@ -26,10 +26,34 @@ from stablekeras.robustness import (
 )
 
 CONFIGS = {
-    "dense": dict(depth=2, width=16),
-    "substeps": dict(depth=2, width=16, mode="substeps"),
-    "conv": dict(depth=1, width=8, image_shape=(8, 8, 1)),
+    # the certified network (every layer bounded by 1): flat features, and images
+    "dense": dict(dense_width=32, dense_depth=2),
+    "conv": dict(depth=1, width=8, image_shape=(8, 8, 1), dense_width=32, dense_depth=1),
+    # the chapter's network with sub-steps, lift and projection capped at 1, no dense stage
+    "substeps": dict(
+        network="chapter",
+        depth=2,
+        width=16,
+        mode="substeps",
+        max_norm=1.0,
+        dense_width=None,
+        loss="hinge",
+    ),
+    # the chapter's convolutional network in constraint mode
+    "chapter-conv": dict(
+        network="chapter",
+        depth=1,
+        width=8,
+        image_shape=(8, 8, 1),
+        mode="constraint",
+        max_norm=1.0,
+        dense_width=None,
+        loss="hinge",
+    ),
 }
+# The layers that compute in float64 when asked to (the orthogonal and normalized layers of
+# the certified network cast to float32 inside their forward pass): the float64 reference.
+FLOAT64_CAPABLE = ["substeps", "chapter-conv"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +67,7 @@ def digits():
 @pytest.fixture(scope="module")
 def nets(digits):
     Xtr, ytr, _, _ = digits
-    common = dict(loss="hinge", margin=0.5, max_norm=1.0, epochs=6, random_state=0)
+    common = dict(epochs=6, random_state=0)
     return {
         name: StableClassifier(**common, **kwargs).fit(Xtr, ytr) for name, kwargs in CONFIGS.items()
     }
@@ -93,7 +117,7 @@ def test_radius_and_accuracy_agree_at_every_eps(nets, digits, name):
     acc = certified_accuracy(clf, X, y, eps=list(eps))
     expected = [np.mean(correct & (radius > e)) for e in eps]
     np.testing.assert_array_equal(acc, expected)
-    assert acc[0] > 0.2, "the fixture's network certifies almost nothing at eps=0"
+    assert acc[0] > 0.1, "the fixture's network certifies almost nothing at eps=0"
     # the allowance only ever removes certificates
     exact = certified_radius(clf, X, unit_roundoff=0)
     assert np.all(radius <= exact) and np.any(radius < exact)
@@ -111,7 +135,7 @@ def _float64_twin(model, n_features):
     return twin
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", FLOAT64_CAPABLE)
 def test_allowance_covers_the_float32_rounding_with_room(nets, digits, name):
     """``sqrt(2) ||z32 - z64||`` is far below the half of the allowance meant for it."""
     clf = nets[name]

@@ -64,11 +64,11 @@ def _weights(model):
     "kwargs",
     [
         dict(),
-        dict(image_shape=(8, 8, 1), max_norm=1.0),
+        dict(image_shape=(8, 8, 1)),
         dict(constraint="none"),
-        dict(image_shape=(8, 8, 1), lift="isometric", dense_width=16, dense_depth=1),
+        dict(network="chapter", image_shape=(8, 8, 1), max_norm=1.0),
     ],
-    ids=["dense", "conv", "resnet", "orthogonal"],
+    ids=["certified-flat", "certified-image", "resnet", "chapter"],
 )
 def test_build_network_seed_fixes_every_initial_weight(kwargs):
     """The same seed gives the same weights whatever Python's global ``random`` holds; another
@@ -76,7 +76,9 @@ def test_build_network_seed_fixes_every_initial_weight(kwargs):
     models = []
     for state, seed in [(1, 7), (2, 7), (1, 8)]:
         random.seed(state)
-        models.append(build_network((64,), 10, width=16, depth=2, seed=seed, **kwargs))
+        models.append(
+            build_network((64,), 10, width=16, depth=2, dense_width=32, seed=seed, **kwargs)
+        )
     same, other = _weights(models[0]), _weights(models[2])
     for a, b in zip(same, _weights(models[1])):
         np.testing.assert_array_equal(a, b)
