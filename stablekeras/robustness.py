@@ -1139,7 +1139,7 @@ def rounding_allowance(
     >>> from sklearn.datasets import load_digits
     >>> from stablekeras import StableClassifier
     >>> X, y = load_digits(return_X_y=True)
-    >>> clf = StableClassifier(depth=1, epochs=1, max_norm=1.0, random_state=0)
+    >>> clf = StableClassifier(epochs=1, random_state=0)
     >>> clf = clf.fit(X[:200] / 16, y[:200])
     >>> allowance = rounding_allowance(clf, X[:5] / 16)
     >>> bool(np.all((allowance > 0) & (allowance < 1e-2)))
