@@ -20,11 +20,12 @@ demo: $(STAMP)
 # Two workers, one per core; a test file stays on one worker (module fixtures).
 PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
 
+# The tests and every docstring example of the package (`pytest --doctest-modules stablekeras`).
 test: $(STAMP)
-	$(PYTEST)
+	$(PYTEST) --doctest-modules tests stablekeras
 
-# The long and real-data checks; the certified-MNIST acceptance runs last and
-# alone, because it checks a wall-clock budget (the fit within 660 s).
+# The long and real-data checks; the certified-MNIST acceptance (a full fit of
+# several minutes) runs last and alone, so that it does not compete for the cores.
 test-slow: $(STAMP)
 	$(PYTEST) -m slow --ignore=tests/test_certified_mnist.py
 	$(PY) -m pytest -q -m slow tests/test_certified_mnist.py

@@ -22,8 +22,6 @@ skipped when the data is missing). It prints the ratios and writes
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 from pathlib import Path
 
@@ -31,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from benchmarks import _results  # noqa: E402
 from benchmarks._timing import best_of  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -106,7 +105,8 @@ def measure(model_kind: str, batch_sizes=(256, 500), steps: int = 20, repeat: in
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of attack_speed.json")
+    run = _results.start(__file__, argv)
     args = parser.parse_args(argv)
     from benchmarks._data import mnist_available
 
@@ -118,15 +118,8 @@ def main(argv=None):
             f"{row['model']:5s} batch {row['batch_size']:3d}: robust_accuracy {1e3 * a:7.1f} ms, "
             f"gradient loop {1e3 * b:7.1f} ms, median ratio {row['median_ratio']:.2f}"
         )
-    result = {
-        "date": datetime.date.today().isoformat(),
-        "cpus": os.cpu_count(),
-        "images": 500,
-        "load_average_end": [round(v, 2) for v in os.getloadavg()],
-        "rows": rows,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "attack_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = {"images": 500, "rows": rows}
+    print(f"wrote {_results.write_result(run, result, args.out / 'attack_speed.json')}")
     return result
 
 

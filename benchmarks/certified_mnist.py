@@ -36,12 +36,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks import _results
 
 #: The StableClassifier configuration under test: a 1-Lipschitz network (every
 #: layer bounded by 1) trained with the offset cross-entropy. The isometric lift
@@ -106,24 +107,26 @@ def load_split(n_train: int | None = None, n_test: int | None = None):
     return X_train[:n_train], y_train[:n_train], X_test[:n_test], y_test[:n_test]
 
 
-def certified_accuracies(logits, y, lipschitz: float, eps=CERTIFIED_EPS) -> dict[str, float]:
-    """Fraction correct with margin ``> sqrt(2) L eps``, for each eps (keys ``f"{eps:.3g}"``)."""
-    logits = np.asarray(logits, np.float64)
-    top2 = np.sort(logits, axis=1)[:, -2:]
-    margin = top2[:, 1] - top2[:, 0]
-    correct = logits.argmax(axis=1) == np.asarray(y)
+def certified_accuracies(
+    logits, y, lipschitz: float, eps=CERTIFIED_EPS, allowance=0.0
+) -> dict[str, float]:
+    """Fraction correct with margin ``> sqrt(2) L eps + allowance``, for each eps (keys
+    ``f"{eps:.3g}"``); ``allowance`` from ``stablekeras.robustness.rounding_allowance``."""
     return {
-        _key(e): float(np.mean(correct & (margin > math.sqrt(2.0) * lipschitz * e))) for e in eps
+        _key(e): float(np.mean(certified_mask(logits, y, lipschitz, e, allowance))) for e in eps
     }
 
 
-def certified_mask(logits, y, lipschitz: float, eps: float) -> np.ndarray:
-    """Per point: correct and margin above ``sqrt(2) L eps``."""
+def certified_mask(logits, y, lipschitz: float, eps: float, allowance=0.0) -> np.ndarray:
+    """Per point: correct and margin above ``sqrt(2) L eps + allowance``.
+
+    Computed as ``certified_radius`` does, ``max(m - allowance, 0) / (sqrt(2) L) > eps``,
+    so that it agrees with ``stablekeras.robustness.certified_accuracy`` to the last bit.
+    """
     logits = np.asarray(logits, np.float64)
     top2 = np.sort(logits, axis=1)[:, -2:]
-    return (logits.argmax(axis=1) == np.asarray(y)) & (
-        top2[:, 1] - top2[:, 0] > math.sqrt(2.0) * lipschitz * eps
-    )
+    radius = np.maximum(top2[:, 1] - top2[:, 0] - allowance, 0.0) / (math.sqrt(2) * lipschitz)
+    return (logits.argmax(axis=1) == np.asarray(y)) & (radius > eps)
 
 
 def lipschitz_search(model, X, *, n_pairs: int = 256, steps: int = 50, seed: int = 0) -> float:
@@ -164,21 +167,25 @@ def lipschitz_search(model, X, *, n_pairs: int = 256, steps: int = 50, seed: int
     return best
 
 
-def pgd_columns(clf, X, y, logits, lipschitz: float, *, steps: int = 100, verbose=False) -> dict:
+def pgd_columns(
+    clf, X, y, logits, lipschitz: float, *, allowance=0.0, steps: int = 100, verbose=False
+) -> dict:
     """The PGD columns of the table for a fitted classifier, and the soundness count.
 
     l2-PGD of ``steps`` steps of ``0.1 eps`` from the clean image, once with
     cross-entropy and once with the margin loss, at each of ``PGD_EPS``.
-    ``logits`` are the model's on ``X`` and ``lipschitz`` its bound. Returns
+    ``logits`` are the model's on ``X``, ``lipschitz`` its bound and
+    ``allowance`` the rounding allowance of the certificates. Returns
     ``pgd`` (the lower of the two accuracies, the peer's protocol),
-    ``pgd_by_loss``, ``pgd_both_attacks_per_point`` (robust only if both fail)
-    and ``certified_but_attacked`` (points certified at eps that an attack broke).
+    ``pgd_by_loss``, ``pgd_both_attacks_per_point`` (robust only if both fail),
+    ``certified_attacked`` (points certified at eps, all attacked) and
+    ``certified_but_attacked`` (those of them that an attack broke).
     """
     from stablekeras.robustness import generate_adversarial
 
     labels = np.searchsorted(clf.classes_, y)
     clean = logits.argmax(axis=1) == labels
-    pgd, by_loss, both_attacks, violations = {}, {}, {}, {}
+    pgd, by_loss, both_attacks, violations, attacked = {}, {}, {}, {}, {}
     for eps in PGD_EPS:
         both = clean.copy()
         for loss in ("crossentropy", "margin"):
@@ -200,14 +207,16 @@ def pgd_columns(clf, X, y, logits, lipschitz: float, *, steps: int = 100, verbos
         pgd[_key(eps)] = min(v[_key(eps)] for v in by_loss.values())
         both_attacks[_key(eps)] = float(np.mean(both))
         # soundness: a point certified at eps must survive both attacks at eps
-        cert = certified_mask(logits, labels, lipschitz, eps)
+        cert = certified_mask(logits, labels, lipschitz, eps, allowance)
         violations[_key(eps)] = int(np.sum(cert & ~both))
+        attacked[_key(eps)] = int(np.sum(cert))
         if verbose:
             print(f"PGD eps={eps}: {100 * pgd[_key(eps)]:.2f}%", flush=True)
     return {
         "pgd": pgd,
         "pgd_by_loss": by_loss,
         "pgd_both_attacks_per_point": both_attacks,
+        "certified_attacked": attacked,
         "certified_but_attacked": violations,
     }
 
@@ -225,7 +234,7 @@ def run(
 ) -> dict:
     """Fit ``StableClassifier(**params)`` on the split and measure everything; returns a dict."""
     from stablekeras import StableClassifier
-    from stablekeras.robustness import certified_accuracy
+    from stablekeras.robustness import certified_accuracy, rounding_allowance
 
     params = dict(ESTIMATOR_PARAMS if params is None else params)
     X_train, y_train, X_test, y_test = load_split(n_train, n_test)
@@ -242,7 +251,8 @@ def run(
     logits = clf.logits(X_test)
     labels = np.searchsorted(clf.classes_, y_test)
     clean = float(np.mean(logits.argmax(axis=1) == labels))
-    certified = certified_accuracies(logits, labels, L)
+    allowance = rounding_allowance(clf, X_test)
+    certified = certified_accuracies(logits, labels, L, allowance=allowance)
 
     # the library's numbers must agree with the per-point masks used below
     library = certified_accuracy(clf, X_test, y_test, eps=list(CERTIFIED_EPS))
@@ -250,7 +260,14 @@ def run(
 
     X_pgd = X_test[:n_pgd]
     attacks = pgd_columns(
-        clf, X_pgd, y_test[:n_pgd], logits[:n_pgd], L, steps=pgd_steps, verbose=verbose
+        clf,
+        X_pgd,
+        y_test[:n_pgd],
+        logits[:n_pgd],
+        L,
+        allowance=allowance[:n_pgd],
+        steps=pgd_steps,
+        verbose=verbose,
     )
 
     empirical = lipschitz_search(clf.model_, X_test, n_pairs=probe_pairs, steps=probe_steps)
@@ -264,13 +281,12 @@ def run(
         "certified": certified,
         **attacks,
         "lipschitz_bound": L,
+        "rounding_allowance_max": float(np.max(allowance)) if len(allowance) else 0.0,
         "empirical_lipschitz": float(empirical),
         "fit_seconds": float(fit_s),
         "epochs": int(clf.n_iter_),
         "load_average_before_fit": [round(v, 2) for v in load_before],
         "load_average_after_fit": [round(v, 2) for v in load_after],
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
-        "date": time.strftime("%Y-%m-%d"),
     }
 
 
@@ -341,6 +357,7 @@ def main(argv=None) -> dict:
         metavar="KEY=VALUE",
         help="override one of ESTIMATOR_PARAMS (VALUE read as JSON when it parses)",
     )
+    run_record = _results.start(__file__, argv)
     args = parser.parse_args(argv)
     params = dict(ESTIMATOR_PARAMS)
     for item in args.set:
@@ -359,9 +376,7 @@ def main(argv=None) -> dict:
         )
     result = run(params, **kwargs)
     result["smoke"] = bool(args.smoke)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    _results.write_result(run_record, result, args.out)
     print(markdown_table(result))
     print(
         f"Lipschitz bound {result['lipschitz_bound']:.6f}, largest ratio found "

@@ -29,11 +29,8 @@ prints a Markdown table (the one in ``benchmarks/RESULTS.md``).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -43,6 +40,7 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
+from benchmarks import _results  # noqa: E402
 from benchmarks._data import MNIST_DIR, ROOT, load_mnist_t10k  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -132,6 +130,7 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--replot", action="store_true", help="only redraw the PNG from the JSON of a run"
     )
+    run = _results.start(__file__, argv)
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.n_attack, args.steps = 2, 200, 20
@@ -146,7 +145,6 @@ def main(argv=None) -> dict:
     X_train, y_train, X_held, y_held = load_mnist_t10k(args.data)
     X_att, y_att = X_held[: args.n_attack], y_held[: args.n_attack]
     start = time.perf_counter()
-    load_start = os.getloadavg()[0]
     curves, runs = {}, {}
     for name, clf in estimators(args).items():
         t0 = time.perf_counter()
@@ -168,6 +166,12 @@ def main(argv=None) -> dict:
                 for layer in clf.model_.layers
                 if hasattr(layer, "substeps")
             ]
+            # S, h and the flow time S h actually used (below T where max_substeps binds)
+            runs[name]["substep_schedule"] = [
+                layer.substep_schedule()._asdict()
+                for layer in clf.model_.layers
+                if hasattr(layer, "substep_schedule")
+            ]
         print(
             f"{name}: fit {fit_s:.0f} s, attacks {attack_s:.0f} s, clean {curve['clean']:.3f}, "
             f"L <= {curve['lipschitz_bound']:.3g}",
@@ -179,14 +183,6 @@ def main(argv=None) -> dict:
     print(table)
     result = {
         "experiment": "chapter_mnist",
-        "date": datetime.date.today().isoformat(),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.machine(),
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "load_average_1min": [round(load_start, 1), round(os.getloadavg()[0], 1)],
-        },
         "data": {
             "source": "MNIST t10k (offline copy)",
             "train": len(X_train),
@@ -206,8 +202,7 @@ def main(argv=None) -> dict:
         "table": table,
         "total_seconds": round(total, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    _results.write_result(run, result, args.out / f"{args.name}.json")
     plot(result, args.out / f"{args.name}.png")
     print(f"wrote {args.out / (args.name + '.json')} and .png in {total:.0f} s")
     return result

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks import _results
 from benchmarks._data import load_mnist_t10k
 from stablekeras import StableClassifier
 from stablekeras.robustness import certified_accuracy
@@ -106,14 +104,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-substeps", action="store_true")
     parser.add_argument("--scaling", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS / "fit_speed.json")
+    run = _results.start(__file__, argv)
     args = parser.parse_args(argv)
 
     X_train, y_train, X_test, y_test = load_mnist_t10k()
     X, y = X_train[: args.n], y_train[: args.n]
     result = {
-        "date": date.today().isoformat(),
-        "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
-        "load_average_start": os.getloadavg(),
         "n_images": args.n,
         "epochs": args.epochs,
         "pairs": args.pairs,
@@ -134,10 +130,7 @@ def main(argv=None) -> dict:
         result["certified_seconds"] = certified_cost(X_test, y_test, clf)
         print(json.dumps(result["scaling_seconds_per_epoch"], indent=1))
         print(json.dumps(result["certified_seconds"], indent=1))
-    result["load_average_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    print(f"wrote {_results.write_result(run, result, args.out)}")
     return result
 
 

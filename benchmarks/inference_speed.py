@@ -21,10 +21,7 @@ It prints a table and writes ``benchmarks/results/inference_speed.json``.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import tempfile
 from pathlib import Path
 
@@ -32,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from benchmarks import _results  # noqa: E402
 from benchmarks._timing import best_of  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -97,8 +95,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--out", type=Path, default=RESULTS / "inference_speed.json")
+    run = _results.start(__file__, argv)
     args = parser.parse_args(argv)
-    load_start = os.getloadavg()
     kinds = ("dense", "mnist") if mnist_available() else ("dense",)
     rows = [measure(kind, repeat=args.repeat) for kind in kinds]
     print("| model | SavedModel (ms) | predict (ms) | ratio median | min | max |")
@@ -110,16 +108,8 @@ def main(argv=None) -> dict:
             f"| {row['model']} | {1e3 * a:.2f} | {1e3 * b:.2f} | {q['median']:.3f} "
             f"| {q['min']:.3f} | {q['max']:.3f} |"
         )
-    result = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}",
-        "load_average_start": [round(v, 2) for v in load_start],
-        "load_average_end": [round(v, 2) for v in os.getloadavg()],
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    result = {"rows": rows}
+    print(f"wrote {_results.write_result(run, result, args.out)}")
     return result
 
 

@@ -16,15 +16,14 @@ Levers:
 
 from __future__ import annotations
 
-import json
-import os
+import argparse
 import statistics
 import time
-from datetime import date
 from pathlib import Path
 
 import keras
 
+from benchmarks import _results
 from benchmarks._data import load_mnist_t10k
 from stablekeras.layers._operators import ConvOperator
 from stablekeras.models import build_network
@@ -51,24 +50,25 @@ def _epoch_seconds(X, y, *, adjoint="transpose", jit=False, constraint=True, rep
     return (time.perf_counter() - start) / repeats
 
 
-def main() -> dict:
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=4000, help="training images")
+    parser.add_argument("--repeats", type=int, default=3, help="pairs per lever")
+    parser.add_argument("--out", type=Path, default=RESULTS / "levers.json")
+    run = _results.start(__file__, argv)
+    args = parser.parse_args(argv)
     X, y, _, _ = load_mnist_t10k()
-    X, y = X[:4000], y[:4000]
+    X, y = X[: args.n], y[: args.n]
     levers = {
         "adjoint=flipped": dict(adjoint="flipped"),
         "jit_compile": dict(jit=True),
         "adjoint=flipped + jit_compile": dict(adjoint="flipped", jit=True),
         "no_constraint": dict(constraint=False),
     }
-    out = {
-        "date": date.today().isoformat(),
-        "machine": f"{os.cpu_count()} cores",
-        "load_average_start": os.getloadavg(),
-        "levers": {},
-    }
+    out = {"n_images": args.n, "levers": {}}
     for name, kw in levers.items():
         ratios = []
-        for _ in range(3):
+        for _ in range(args.repeats):
             ref = _epoch_seconds(X, y)
             ratios.append(_epoch_seconds(X, y, **kw) / ref)
         out["levers"][name] = {
@@ -82,9 +82,7 @@ def main() -> dict:
             f"(min {min(ratios):.3f}, max {max(ratios):.3f})",
             flush=True,
         )
-    out["load_average_end"] = os.getloadavg()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "levers.json").write_text(json.dumps(out, indent=1))
+    print(f"wrote {_results.write_result(run, out, args.out)}")
     return out
 
 

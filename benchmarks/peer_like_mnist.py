@@ -31,7 +31,6 @@ it writes ``benchmarks/results/peer_like_mnist.json`` and prints the row.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -39,6 +38,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+
+from benchmarks import _results  # noqa: E402
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "peer_like_mnist.json"
 
@@ -60,6 +61,8 @@ def _layers():
 
     class ScaledL2NormPooling2D(keras.layers.Layer):
         """``sqrt(sum over each disjoint 2x2 window of x^2 + 1e-12)``: 1-Lipschitz."""
+
+        pool_size = (2, 2)  # the window each output sums (read by the rounding allowance)
 
         def call(self, x):
             s = tf.nn.avg_pool2d(tf.square(x), 2, 2, "VALID") * 4.0
@@ -117,12 +120,14 @@ def main(argv=None) -> dict:
     from stablekeras import StableClassifier
     from stablekeras.losses import MulticlassHKR
     from stablekeras.models import lipschitz_bound
+    from stablekeras.robustness import rounding_allowance
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600.0, help="training budget")
     parser.add_argument("--max-epochs", type=int, default=1000)
     parser.add_argument("--n-pgd", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
+    run = _results.start(__file__, argv)
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(0)
@@ -147,24 +152,28 @@ def main(argv=None) -> dict:
     clf.lipschitz_bound_ = L
     logits = clf.logits(X_test)
     clean = float(np.mean(logits.argmax(axis=1) == y_test))
-    certified = bench.certified_accuracies(logits, y_test, L)
+    allowance = rounding_allowance(clf, X_test)
+    certified = bench.certified_accuracies(logits, y_test, L, allowance=allowance)
     attacks = bench.pgd_columns(
-        clf, X_test[: args.n_pgd], y_test[: args.n_pgd], logits[: args.n_pgd], L
+        clf,
+        X_test[: args.n_pgd],
+        y_test[: args.n_pgd],
+        logits[: args.n_pgd],
+        L,
+        allowance=allowance[: args.n_pgd],
     )
     result = {
         "what": "the peer's demo architecture and loss from stablekeras parts (not deel-lip)",
         "fit_seconds": fit_s,
         "epochs": len(history.history["loss"]),
         "lipschitz_bound": L,
+        "rounding_allowance_max": float(np.max(allowance)),
         "clean": clean,
         "certified": certified,
         **attacks,
         "n_pgd": args.n_pgd,
-        "load_average_end": [round(v, 2) for v in os.getloadavg()],
-        "date": time.strftime("%Y-%m-%d"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    _results.write_result(run, result, args.out)
     print(
         f"peer-like: fit {fit_s:.0f} s ({result['epochs']} epochs), L = {L:.4f}, "
         f"clean {100 * clean:.2f}, certified "

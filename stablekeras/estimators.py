@@ -328,7 +328,7 @@ class _StableEstimator(BaseEstimator):
         keras.utils.set_random_seed(seed)
         return seed
 
-    def _build_model(self, n_features, n_outputs):
+    def _build_model(self, n_features, n_outputs, seed=None):
         if self.model is not None:
             return self._output_layer(self._build_user_model(n_features, n_outputs))
         model = build_network(
@@ -350,6 +350,7 @@ class _StableEstimator(BaseEstimator):
             lift_block_size=None if self.lift_block_size is None else int(self.lift_block_size),
             dense_width=None if self.dense_width is None else int(self.dense_width),
             dense_depth=int(self.dense_depth),
+            seed=seed,
         )
         return self._output_layer(model)
 
@@ -464,7 +465,7 @@ class _StableEstimator(BaseEstimator):
             )
         n_batches = math.ceil(len(fit_X) / self.batch_size)
         with self._fit_scope(previous is not None):
-            self._compile(X.shape[1], n_outputs, n_batches, warm=previous is not None)
+            self._compile(X.shape[1], n_outputs, n_batches, warm=previous is not None, seed=seed)
             backup = self._backup_callback(X.shape[1], len(X))
             history = self._keras_fit(
                 fit_X,
@@ -586,9 +587,9 @@ class _StableEstimator(BaseEstimator):
             verbose=fit_kwargs.get("verbose", 0),
         )
 
-    def _compile(self, n_features, n_outputs, n_batches, warm=False):
+    def _compile(self, n_features, n_outputs, n_batches, warm=False, seed=None):
         if not warm:  # a warm start recompiles the fitted network: fresh optimizer, same weights
-            self.model_ = self._build_model(n_features, n_outputs)
+            self.model_ = self._build_model(n_features, n_outputs, seed)
             self._architecture = self._architecture_params()
         # Tracing the train step costs about as much as a few hundred eager steps
         # on small inputs: a fit of few steps (tiny data, grid-search folds, the
@@ -835,7 +836,7 @@ class _StableEstimator(BaseEstimator):
             n_outputs, n_batches, encode = self._scan_dataset(dataset, classes)
             self.n_features_in_ = n_features
         per_class = self._class_weight_vector()
-        self._agree_seed(self._seed())
+        seed = self._agree_seed(self._seed())
 
         def prepare(x, y, *w):
             target = encode(y)
@@ -846,7 +847,7 @@ class _StableEstimator(BaseEstimator):
 
         data = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
         with self._fit_scope(previous is not None):
-            self._compile(n_features, n_outputs, n_batches, warm=previous is not None)
+            self._compile(n_features, n_outputs, n_batches, warm=previous is not None, seed=seed)
             backup = self._backup_callback(n_features, -n_batches)  # batches, not samples
             history = self._keras_fit(
                 data,
@@ -995,7 +996,9 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
     n_iter_no_change : int, default=5
     random_state : int, RandomState or None, default=None
         Seeds Keras, TensorFlow, NumPy and Python (``keras.utils.set_random_seed``)
-        so that two fits on the same data give the same predictions.
+        and every layer's initializer explicitly (``build_network(seed=...)``),
+        so that two fits on the same data give the same predictions, in this
+        process or on a dask or Ray worker.
     verbose : int, default=0
         1 shows Keras' progress bar for each epoch; 0 is silent.
     distribute : None, "mirrored", "multi_worker" or tf.distribute.Strategy, default=None

@@ -31,6 +31,7 @@ fails), non-overlapping max pooling 1, lift and projection their spectral norms.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 
 import keras
@@ -58,6 +59,7 @@ __all__ = [
     "build_resnet_classifier",
     "lipschitz_bound",
     "default_block_size",
+    "seed_initializers",
     "CONSTRAINTS",
     "NETWORKS",
     "MODES",
@@ -242,6 +244,7 @@ def build_network(
     dense_width: int | None = 256,
     dense_depth: int = 4,
     name: str | None = None,
+    seed: int | None = None,
 ) -> keras.Sequential:
     """Build the certified or the chapter's network as a ``keras.Sequential``.
 
@@ -292,6 +295,20 @@ def build_network(
         Orthogonal gradient steps of the dense stage, each with a potential of
         ``dense_width // 2`` units.
     name : str, optional
+    seed : int or None, default None
+        Seeds every random initializer of every layer explicitly (each its own
+        seed, derived from ``seed``, the layer's position and the initializer's
+        name; see :func:`seed_initializers`), so that the same ``seed`` gives the
+        same initial weights in any process or thread. ``None``: Keras draws
+        the seeds from Python's global ``random``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = build_network((8,), 3, width=4, depth=1, seed=0)
+    >>> b = build_network((8,), 3, width=4, depth=1, seed=0)
+    >>> all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
+    True
     """
     _check_option(network, NETWORKS, "network")
     _check_option(constraint, CONSTRAINTS, "constraint")
@@ -349,7 +366,61 @@ def build_network(
             strong_convexity=strong_convexity,
         )
     layers.append(_projection(network, constraint, n_outputs, max_norm))
+    if seed is not None:
+        seed_initializers(layers[1:], seed)
     return keras.Sequential(layers, name=name or f"{network}_{constraint}_network")
+
+
+def seed_initializers(layers: Sequence[keras.layers.Layer], seed: int) -> None:
+    """Give every random initializer of not yet built layers its own explicit seed.
+
+    Each attribute ``*_initializer`` of a layer that holds a random Keras
+    initializer (``GlorotUniform``, ``Orthogonal``, ...) is replaced by the same
+    initializer, same configuration, seeded by a ``keras.random.SeedGenerator``
+    started at ``SeedSequence([seed, position, crc32(attribute name)])`` (a
+    generator, so that two weights made by one initializer differ). The draws then no
+    longer depend on Python's global ``random``, which Keras otherwise reads
+    when an unseeded initializer is made (and which other threads, such as a
+    dask worker's event loop, also use). Layers keep their public behaviour: the
+    initializer's class and parameters are unchanged.
+
+    Parameters
+    ----------
+    layers : sequence of keras layers
+        Not built yet (the seeds act when the weights are made).
+    seed : int
+
+    Examples
+    --------
+    >>> import keras
+    >>> from stablekeras.layers import NonExpansiveDense
+    >>> layer = NonExpansiveDense(4)
+    >>> seed_initializers([layer], 0)
+    >>> type(layer.kernel_initializer.seed).__name__
+    'SeedGenerator'
+    >>> len(layer.weights)  # the generator is no weight of the layer
+    0
+    """
+    for position, layer in enumerate(layers):
+        if getattr(layer, "built", False) and layer.weights:
+            raise ValueError(
+                f"seed_initializers needs layers that are not built yet; {layer.name!r} is"
+            )
+        for attribute in sorted(vars(layer)):
+            initializer = getattr(layer, attribute, None)
+            if not attribute.endswith("_initializer") or not isinstance(
+                initializer, keras.initializers.Initializer
+            ):
+                continue
+            config = initializer.get_config()
+            if "seed" not in config:  # zeros, ones, constants: nothing to seed
+                continue
+            entropy = [int(seed), position, zlib.crc32(attribute.encode())]
+            own = int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
+            # a generator, not an int: a layer may call one initializer for several
+            # weights (ResidualConv2D's two kernels), and an int seed repeats its draws
+            config["seed"] = keras.random.SeedGenerator(own)
+            setattr(layer, attribute, type(initializer).from_config(config))
 
 
 def build_nonexpansive_classifier(input_shape, n_classes: int, **kwargs) -> keras.Sequential:

@@ -4,7 +4,9 @@ Empirical robustness comes from `CleverHans <https://github.com/cleverhans-lab/c
 TF2 attacks (FGSM, PGD, BIM, MIM) run on a fitted classifier's logits; certified
 robustness comes from the logit margin and the network's Lipschitz bound (section 4
 of the chapter): a point whose margin ``m(x)`` (top minus second logit) exceeds
-``sqrt(2) L eps`` keeps its label for every l2 perturbation of norm below ``eps``.
+``sqrt(2) L eps`` plus an allowance for floating-point rounding
+(:func:`rounding_allowance`) keeps its label for every l2 perturbation of norm
+below ``eps``.
 
 Every attack runs in inference mode (``model_(x, training=False)``), in batches,
 inside one compiled :func:`tf.function` with the input signature
@@ -64,6 +66,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from stablekeras.layers import IsometricLift
+
 __all__ = [
     "ATTACKS",
     "generate_adversarial",
@@ -71,6 +75,7 @@ __all__ = [
     "make_robustness_scorer",
     "certified_accuracy",
     "certified_radius",
+    "rounding_allowance",
     "make_certified_scorer",
     "robustness_curve",
     "format_table",
@@ -909,29 +914,276 @@ def _lipschitz(est):
 
 
 def _margins(logits):
+    """Top minus second logit, in float64 (exact for float32 logits); +inf for one class."""
+    logits = np.asarray(logits, dtype=np.float64)
     if logits.shape[1] < 2:
         return np.full(len(logits), np.inf)
     top2 = np.partition(logits, -2, axis=1)[:, -2:]
     return top2[:, 1] - top2[:, 0]
 
 
-def certified_radius(estimator, X, *, batch_size: int = 1024) -> np.ndarray:
-    """Certified l2 radius of each point's predicted class: ``m(x) / (sqrt(2) L)``.
+# ---- the rounding allowance --------------------------------------------------------------
+# Unit roundoff (round to nearest) of the floating-point formats a layer may compute in.
+_UNIT_ROUNDOFF = {
+    "float64": 2.0**-53,
+    "float32": 2.0**-24,
+    "float16": 2.0**-11,
+    "bfloat16": 2.0**-8,
+}
+_TF32_UNIT_ROUNDOFF = 2.0**-11  # 10 explicit mantissa bits
 
-    ``m(x)`` is the logit margin (top minus second logit) and ``L`` the estimator's
-    ``lipschitz_bound_``; no perturbation of l2 norm below the radius changes the
-    prediction. A tie gives 0. One forward pass, no attack.
+
+def _chain(model) -> list:
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def _model_unit_roundoff(layers) -> float:
+    """``u`` of the coarsest compute dtype of the layers; TF32 matmuls count on a GPU."""
+    dtypes = {str(getattr(layer, "compute_dtype", "float32")) for layer in layers} or {"float32"}
+    u = max(_UNIT_ROUNDOFF.get(d, 2.0**-24) for d in dtypes)
+    if (
+        "float32" in dtypes
+        and tf.config.list_logical_devices("GPU")
+        and tf.config.experimental.tensor_float_32_execution_enabled()
+    ):
+        u = max(u, _TF32_UNIT_ROUNDOFF)
+    return u
+
+
+_EXACT_LAYERS = (
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    keras.layers.MaxPooling2D,
+    keras.layers.Dropout,
+    keras.layers.Identity,
+    IsometricLift,
+)
+
+
+def _rounding_chain_length(layer) -> int:
+    """``n_k``: the roundings behind one output coordinate of a layer (see rounding_allowance)."""
+    shapes = [
+        tuple(int(d) for d in w.shape)
+        for w in layer.weights
+        if len(w.shape) >= 2 and "float" in str(w.dtype)
+    ]
+    if not shapes:
+        if isinstance(layer, _EXACT_LAYERS):
+            return 0  # copies, reshapes, comparisons and zeros: no rounding
+        pool = getattr(layer, "pool_size", None)
+        if pool is not None:  # a sum over each window (average or norm pooling)
+            return math.prod(np.broadcast_to(pool, (2,)).tolist()) + 1
+        if isinstance(layer, keras.layers.GlobalAveragePooling2D):
+            return math.prod(layer.input.shape[1:3]) + 1
+        return 4  # an elementwise function (rescaling, activation): a few roundings
+    # A (fan-in: all but the output axis) and A^T (fan-out) of every kernel, plus the
+    # elementwise operations (bias, activation, step size, sum, Runge-Kutta weights).
+    n = sum(math.prod(sh[:-1]) + math.prod(sh[:-2]) * sh[-1] for sh in shapes) + 8
+    integrator = getattr(layer, "integrator", None)
+    stages = int(getattr(integrator, "stages", 1))
+    steps = layer.substep_schedule().substeps if hasattr(layer, "substep_schedule") else 1
+    return n * stages * steps
+
+
+def _rounding_terms(model, n_features, unit_roundoff):
+    """``(gamma_N, Lambda, rho_0 + beta)`` of the allowance, for a chain of layers."""
+    from stablekeras.models import _layer_bound  # the bounds `lipschitz_bound` multiplies
+
+    layers = _chain(model)
+    u = _model_unit_roundoff(layers) if unit_roundoff is None else float(unit_roundoff)
+    if not (u >= 0 and math.isfinite(u)):
+        raise _invalid("unit_roundoff", "None or a finite number >= 0", unit_roundoff)
+    n_total = sum(_rounding_chain_length(layer) for layer in layers)
+    growth = math.prod(max(1.0, _layer_bound(layer)) for layer in layers)
+    # rho_0: the largest layer output at x = 0; beta: the largest bias.
+    h = tf.zeros((1, n_features), dtype=tf.float32)
+    rho0 = 0.0
+    for layer in layers:
+        h = layer(h, training=False)
+        rho0 = max(rho0, float(tf.norm(tf.cast(h, tf.float64))))
+    beta = max(
+        (
+            float(np.linalg.norm(keras.ops.convert_to_numpy(w).astype(np.float64)))
+            for layer in layers
+            for w in layer.trainable_weights
+            if len(w.shape) == 1
+        ),
+        default=0.0,
+    )
+    nu = n_total * u
+    gamma = nu / (1.0 - nu) if nu < 1 else math.inf
+    return gamma, growth, rho0 + beta
+
+
+def _allowance(est, X, margin, L, unit_roundoff) -> np.ndarray:
+    """The allowance of every point, given its computed margin (see rounding_allowance)."""
+    if unit_roundoff is not None and float(unit_roundoff) == 0.0:
+        return np.zeros(len(X))
+    gamma, growth, offset = _rounding_terms(est.model_, X.shape[1], unit_roundoff)
+    if gamma == 0.0:
+        return np.zeros(len(X))
+    finite = np.isfinite(margin)  # one class: nothing to change, nothing to allow
+    reach = np.where(finite, margin, 0.0) / (math.sqrt(2.0) * L)  # r_0, the largest radius
+    norms = np.linalg.norm(np.asarray(X, dtype=np.float64), axis=1)
+    delta = gamma * growth * (offset + growth * (norms + reach))
+    return np.where(finite, 2.0 * math.sqrt(2.0) * delta, 0.0)
+
+
+def rounding_allowance(
+    estimator, X, *, unit_roundoff: float | None = None, batch_size: int = 1024
+) -> np.ndarray:
+    r"""The allowance for floating-point rounding that a certificate adds to ``sqrt(2) L eps``.
+
+    A point is certified at ``eps`` only when its computed logit margin exceeds
+    ``sqrt(2) L eps + allowance``; :func:`certified_accuracy`,
+    :func:`certified_radius` and :func:`make_certified_scorer` use this number.
+    It is tiny for the float32 networks of the package (about ``1e-3`` with
+    constrained blocks) but not zero: without it, a point whose margin sits
+    within rounding of the threshold could be certified wrongly.
+
+    Parameters
+    ----------
+    estimator : StableClassifier or Pipeline
+        A fitted classifier with ``lipschitz_bound_`` whose ``model_`` is a chain
+        of layers (as :func:`~stablekeras.models.lipschitz_bound` needs), or a
+        pipeline ending in one (``X`` is then transformed first).
+    X : array-like of shape (n_samples, n_features)
+    unit_roundoff : float or None, default=None
+        ``u`` of the arithmetic. ``None``: from the layers' compute dtype
+        (``2**-24`` for float32, ``2**-11`` for float16, ``2**-8`` for bfloat16),
+        and ``2**-11`` for float32 on a GPU with TensorFloat-32 matmuls enabled
+        (TensorFlow's default on Ampere and later GPUs). ``0`` gives no allowance
+        (exact arithmetic, the certificate of the chapter).
+    batch_size : int, default=1024
+        Points per forward pass (for the margins).
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+        ``2 sqrt(2) delta(x)``, with ``delta`` the bound below; ``inf`` if
+        ``N u >= 1``; 0 for a one-class model.
+
+    See Also
+    --------
+    certified_accuracy, certified_radius
+
+    Notes
+    -----
+    Notation: ``z(x)`` are the logits in exact arithmetic with the stored weights
+    (the network that ``L`` bounds), ``ẑ(x)`` those computed in floating point,
+    ``m`` the margin (top minus second logit), ``m̂ = m(ẑ(x))``, ``L`` the sound
+    l2 Lipschitz bound of ``z`` and ``u`` the unit roundoff.
+
+    *Proven.*
+
+    1. The margin is ``sqrt(2)``-Lipschitz in l2: ``m(z) = max_i min_{j != i}
+       (z_i - z_j)`` and each ``z_i - z_j`` is. So ``|m(ẑ) - m(z)| <= sqrt(2)
+       ||ẑ - z||``. The margin of float32 logits is formed in float64, where the
+       difference of two float32 numbers is exact.
+    2. Let ``||ẑ(x') - z(x')|| <= delta`` for every ``x'`` within ``r_0`` of
+       ``x``, and ``m̂(x) > sqrt(2) L eps + 2 sqrt(2) delta`` with ``eps <= r_0``.
+       For the computed top class ``t`` and any ``j``, ``z_t(x) - z_j(x) >=
+       ẑ_t - ẑ_j - sqrt(2) delta > sqrt(2) L eps + sqrt(2) delta``; over
+       ``||x' - x|| < eps`` the difference loses at most ``sqrt(2) L eps``, so
+       ``z_t(x') - z_j(x') > sqrt(2) delta`` and ``ẑ_t(x') - ẑ_j(x') > 0``. Both
+       the exact network and its floating-point evaluation keep the label on
+       the ball: hence the allowance ``2 sqrt(2) delta``, one ``sqrt(2) delta``
+       for the rounding at ``x`` and one at ``x'``. We take ``r_0 = m̂ / (sqrt(2)
+       L)``, beyond which nothing is ever certified, so one allowance per point
+       serves every ``eps`` and the radius ``max(0, (m̂ - allowance) /
+       (sqrt(2) L))`` agrees with the accuracy at every ``eps``.
+    3. Propagation through the chain of layers ``g_K o ... o g_1`` with sound
+       bounds ``L_k``: if layer ``k``, evaluated in floating point at its
+       computed input ``v``, errs by ``e_k = ||ĝ_k(v) - g_k(v)||``, then by
+       induction ``||ẑ - z|| <= sum_k (prod_{j > k} L_j) e_k <= Lambda sum_k
+       e_k`` with ``Lambda = prod_k max(1, L_k)``.
+    4. In the standard model ``fl(a op b) = (a op b)(1 + theta)``, ``|theta| <=
+       u``, a dot product of length ``n`` summed in any order satisfies
+       ``|fl(w^T v) - w^T v| <= gamma_n |w|^T |v|``, ``gamma_n = n u / (1 - n
+       u)``, and ``gamma_a + gamma_b <= gamma_{a+b}`` (Higham, *Accuracy and
+       Stability of Numerical Algorithms*, 2nd ed., SIAM 2002, sections 3.1 and
+       3.4). Chaining the operations of a layer (``Av + b``, the activation,
+       ``A^T``, the step, the sum; ``S`` sub-steps of an ``s``-stage method)
+       gives ``e_k <= gamma_{n_k}`` times the l2 norm of the same computation
+       done on absolute values, with ``n_k = S s (sum over kernels of fan-in +
+       fan-out, + 8)``; for layers without kernels, a window's size + 1 for
+       average (or norm) pooling, 0 for exact ones (max pooling, reshapes, the
+       isometric lift) and 4 for other elementwise functions.
+
+    *Engineering bound (not proven).*
+
+    5. We take ``e_k <= gamma_{n_k} R(x)`` with ``R(x) = rho_0 + beta + Lambda
+       (||x|| + r_0)``: a bound on the l2 norm of every layer's output at every
+       point of the ball (``rho_0`` the largest layer output at ``x = 0``,
+       ``beta`` the largest bias norm; the outputs are ``Lambda``-Lipschitz in
+       the input). This replaces the absolute values ``|W||v|`` of step 4 by
+       the norm ``||v||``, which can be too small by the alignment factor
+       ``|| |W| || / ||W||`` (up to ``(fan_in fan_out)^(1/4)``) and by the
+       constant factors of a gradient step, whose inner vector ``Av + b`` is
+       larger than ``v`` when ``||A|| > 1`` (``h L_s ||A||^2 <= 2`` scales it
+       back). In exchange it keeps the worst-case growth ``gamma_N ~ N u``
+       where rounding errors of independent signs grow like ``sqrt(N) u``
+       (Higham and Mary, SIAM J. Sci. Comput. 41(5), 2019): a factor
+       ``sqrt(N)``, 30 to 300 here, of room. The tests check the result on
+       trained networks against a float64 evaluation of the same weights.
+
+    So ``delta(x) = gamma_N Lambda R(x)`` with ``N = sum_k n_k``, and the
+    allowance is ``2 sqrt(2) delta(x)``. The count assumes dot-product kernels
+    (TensorFlow's CPU matrix products and direct or im2col convolutions); FFT
+    or Winograd convolutions, which some GPU libraries pick, have other error
+    constants and are not covered.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from stablekeras import StableClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = StableClassifier(epochs=1, random_state=0)
+    >>> clf = clf.fit(X[:200] / 16, y[:200])
+    >>> allowance = rounding_allowance(clf, X[:5] / 16)
+    >>> bool(np.all((allowance > 0) & (allowance < 1e-2)))
+    True
+    >>> bool(np.all(rounding_allowance(clf, X[:5] / 16, unit_roundoff=0) == 0))
+    True
+    """
+    est, X = _resolve(estimator, X)
+    L = _lipschitz(est)
+    margin = _margins(_logits(est, X, batch_size))
+    return _allowance(est, X, margin, L, unit_roundoff)
+
+
+def certified_radius(
+    estimator, X, *, unit_roundoff: float | None = None, batch_size: int = 1024
+) -> np.ndarray:
+    """Certified l2 radius of each point's predicted class: ``(m(x) - a(x)) / (sqrt(2) L)``.
+
+    ``m(x)`` is the logit margin (top minus second logit), ``a(x)`` the
+    :func:`rounding_allowance` and ``L`` the estimator's ``lipschitz_bound_``;
+    no perturbation of l2 norm below the radius changes the prediction, neither
+    of the network in exact arithmetic nor of its floating-point evaluation.
+    A margin within the allowance (a tie, for instance) gives 0. One forward
+    pass, no attack.
 
     Parameters
     ----------
     estimator : StableClassifier or Pipeline
         For a pipeline, the radius is measured after the preprocessing.
     X : array-like of shape (n_samples, n_features)
+    unit_roundoff : float or None, default=None
+        See :func:`rounding_allowance`; ``0`` gives the exact-arithmetic radius
+        ``m(x) / (sqrt(2) L)``.
     batch_size : int, default=1024
 
     Returns
     -------
     ndarray of shape (n_samples,)
+
+    Notes
+    -----
+    A point is counted by :func:`certified_accuracy` at ``eps`` exactly when it
+    is classified correctly and its radius exceeds ``eps``. The allowance and
+    why it suffices are derived in :func:`rounding_allowance`.
 
     Examples
     --------
@@ -944,10 +1196,14 @@ def certified_radius(estimator, X, *, batch_size: int = 1024) -> np.ndarray:
     >>> r = certified_radius(clf, X[:5] / 16)
     >>> r.shape, bool(np.all(r >= 0))
     ((5,), True)
+    >>> bool(np.all(r <= certified_radius(clf, X[:5] / 16, unit_roundoff=0)))
+    True
     """
     est, X = _resolve(estimator, X)
     L = _lipschitz(est)
-    return _margins(_logits(est, X, batch_size)) / (math.sqrt(2) * L)
+    margin = _margins(_logits(est, X, batch_size))
+    allowance = _allowance(est, X, margin, L, unit_roundoff)
+    return np.maximum(margin - allowance, 0.0) / (math.sqrt(2) * L)
 
 
 def certified_accuracy(
@@ -957,16 +1213,19 @@ def certified_accuracy(
     *,
     eps: float | Sequence[float],
     norm: float | str = 2,
+    unit_roundoff: float | None = None,
     batch_size: int = 1024,
     sample_weight=None,
 ) -> float | np.ndarray:
     """Certified accuracy: the fraction of points correctly classified with a
-    logit margin above ``sqrt(2) L eps``.
+    logit margin above ``sqrt(2) L eps`` plus the rounding allowance.
 
     With ``L`` a sound l2 Lipschitz bound of the logits (``lipschitz_bound_``),
     such a point keeps its (correct) label for every perturbation of l2 norm
     ``eps``: no attack can bring the accuracy below this number (chapter,
-    section 4). One forward pass, no attack.
+    section 4). The allowance (:func:`rounding_allowance`) covers the float32
+    rounding of the logits, at the point and at the perturbed points. One
+    forward pass, no attack.
 
     Parameters
     ----------
@@ -981,6 +1240,9 @@ def certified_accuracy(
     norm : {2, np.inf, "l2", "linf", "inf"}, default=2
         For ``np.inf`` the l-inf ball of radius ``eps`` is certified through the
         l2 ball of radius ``sqrt(n_features) * eps`` that contains it.
+    unit_roundoff : float or None, default=None
+        See :func:`rounding_allowance`; ``0`` compares the margins with
+        ``sqrt(2) L eps`` alone (exact arithmetic).
     batch_size : int, default=1024
     sample_weight : array-like of shape (n_samples,), optional
 
@@ -990,10 +1252,14 @@ def certified_accuracy(
 
     See Also
     --------
-    certified_radius, robust_accuracy, make_certified_scorer
+    certified_radius, rounding_allowance, robust_accuracy, make_certified_scorer
 
     Notes
     -----
+    A point counts when it is classified correctly and ``m(x) > sqrt(2) L eps +
+    a(x)``, ``a`` the allowance derived in :func:`rounding_allowance`;
+    equivalently when its :func:`certified_radius` exceeds ``eps``.
+
     For a pipeline whose preprocessing is a known linear map the certificate can
     be carried back to the raw features: a ``StandardScaler`` multiplies l2
     distances by at most ``1 / min(scale_)``, a ``MinMaxScaler`` by at most
@@ -1020,12 +1286,21 @@ def certified_accuracy(
     logits = _logits(est, X, batch_size)
     correct = np.argmax(logits, axis=1) == y_idx
     margin = _margins(logits)
-    scale = math.sqrt(2) * L * (math.sqrt(X.shape[1]) if norm == np.inf else 1.0)
-    acc = np.array([_weighted_mean(correct & (margin > scale * e), sample_weight) for e in values])
+    allowance = _allowance(est, X, margin, L, unit_roundoff)
+    # margin > sqrt(2) L eps + allowance, as the radius computes it (the same rounding)
+    radius = np.maximum(margin - allowance, 0.0) / (math.sqrt(2) * L)
+    scale = math.sqrt(X.shape[1]) if norm == np.inf else 1.0
+    acc = np.array([_weighted_mean(correct & (radius > scale * e), sample_weight) for e in values])
     return float(acc[0]) if scalar else acc
 
 
-def make_certified_scorer(*, eps: float, norm: float | str = 2, batch_size: int = 1024) -> Callable:
+def make_certified_scorer(
+    *,
+    eps: float,
+    norm: float | str = 2,
+    unit_roundoff: float | None = None,
+    batch_size: int = 1024,
+) -> Callable:
     """A scikit-learn scorer of the certified accuracy at ``eps``.
 
     Parameters
@@ -1033,6 +1308,8 @@ def make_certified_scorer(*, eps: float, norm: float | str = 2, batch_size: int 
     eps : float
         Radius, >= 0.
     norm : {2, np.inf, "l2", "linf", "inf"}, default=2
+    unit_roundoff : float or None, default=None
+        See :func:`rounding_allowance`.
     batch_size : int, default=1024
 
     Returns
@@ -1057,7 +1334,12 @@ def make_certified_scorer(*, eps: float, norm: float | str = 2, batch_size: int 
     """
     _check_eps(eps)
     _check_norm(norm)
-    return _CertifiedScorer(dict(eps=eps, norm=norm, batch_size=batch_size))
+    if unit_roundoff is not None and not (float(unit_roundoff) >= 0):
+        raise _invalid("unit_roundoff", "None or a number >= 0", unit_roundoff)
+    kwargs = dict(eps=eps, norm=norm, batch_size=batch_size)
+    if unit_roundoff is not None:
+        kwargs["unit_roundoff"] = unit_roundoff
+    return _CertifiedScorer(kwargs)
 
 
 # ---- curves, tables and plots ------------------------------------------------------------------

@@ -11,6 +11,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow's own threads and makes a 100x100 SVD take a second.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+# A script that test_scale_out runs in a subprocess (it configures TensorFlow's devices
+# when imported): not a module for `make test`'s doctest collection to import.
+collect_ignore = ["_distributed_fit.py"]
+
 import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -4,6 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
+from lipschitz_probe import probe
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV, train_test_split
@@ -106,15 +107,14 @@ def test_clone_and_pickle_round_trip(digits):
     assert unfitted.depth == 3
 
 
-def test_lipschitz_bound_is_sound_on_the_fitted_model(digits):
+def test_lipschitz_bound_is_sound_and_approached_on_the_fitted_model(digits):
+    """The probe (random pairs, then pairs ascended by Adam) never exceeds ``lipschitz_bound_``
+    and comes within a factor 2 of it: the bound is checked where it could fail."""
     X, y = digits
     clf = StableClassifier(**SMALL).fit(X[:300], y[:300])
-    rng = np.random.default_rng(0)
-    a, b = X[rng.integers(0, 300, 500)], X[rng.integers(0, 300, 500)]
-    b = b + rng.normal(scale=0.05, size=b.shape).astype(np.float32)
-    fa, fb = clf.model_(a).numpy(), clf.model_(b).numpy()
-    ratio = np.linalg.norm(fa - fb, axis=1) / np.linalg.norm(a - b, axis=1)
-    assert ratio.max() <= clf.lipschitz_bound_ * (1 + 1e-5)
+    ratio = probe([clf.model_], (X.shape[1],), n_ascent=16, steps=30)[0]
+    assert ratio <= clf.lipschitz_bound_ * (1 + 1e-5)
+    assert ratio >= 0.5 * clf.lipschitz_bound_, (ratio, clf.lipschitz_bound_)
 
 
 def test_sample_weight_changes_the_fit(digits):
@@ -236,8 +236,8 @@ def test_pipeline_grid_search_with_string_labels_in_workers(digits):
         "stableclassifier__constraint": ["nonexpansive", "none"],
     }
     search = GridSearchCV(pipe, grid, cv=2, n_jobs=2).fit(Xtr, ytr)
-    assert search.best_params_["stableclassifier__constraint"] in ("nonexpansive", "none")
-    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    # the routed hyperparameters reach the estimator: four candidates, four different scores
+    assert len(set(np.round(search.cv_results_["mean_test_score"], 12))) == 4
     best = search.best_estimator_
     pred = best.predict(Xte)
     assert pred.dtype.kind == "U" and set(pred) <= set(labels)

@@ -108,7 +108,11 @@ def test_bound_is_never_below_the_probed_ratio(models, name):
     model, ratio = models[name]
     bound = lipschitz_bound(model)
     assert ratio <= bound * (1 + TOL)
-    assert ratio > 0.0
+    if "resnet" not in name and "none" not in name:
+        # for the stable networks the probe comes within a factor 4 of the bound: the
+        # comparison above is made where an unsound bound would show (the ResNet's product
+        # bound is loose by design, the reason for the stable blocks)
+        assert ratio >= 0.25 * bound, (ratio, bound)
     if "nonexpansive-max1" in name or "contractive-max1" in name:
         assert bound <= 1.0 + 1e-5  # the orthogonal layers' float32 rounding, reported soundly
     if name == "certified-image-contractive-max1":

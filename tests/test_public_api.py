@@ -16,9 +16,8 @@ import re
 import types
 from pathlib import Path
 
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBMODULES = [

@@ -302,7 +302,8 @@ def test_scorers_in_grid_search(digits):
     scoring = {
         "accuracy": "accuracy",
         "robust": make_robustness_scorer(eps=0.5, steps=3),
-        "certified": make_certified_scorer(eps=0.1),
+        "robust_small": make_robustness_scorer(eps=0.05, steps=3),
+        "certified": make_certified_scorer(eps=0.05),
     }
     search = GridSearchCV(
         StableClassifier(depth=1, epochs=1, random_state=0),
@@ -311,12 +312,17 @@ def test_scorers_in_grid_search(digits):
         refit="robust",
         cv=2,
     ).fit(Xtr[:300], ytr[:300])
-    assert search.best_params_["step_size"] in (0.5, 1.0)
-    assert search.best_params_["constraint"] in ("nonexpansive", "none")
     res = search.cv_results_
     for key in ("mean_test_accuracy", "mean_test_robust", "mean_test_certified"):
         assert np.all(np.isfinite(res[key]))
-    assert np.all(res["mean_test_robust"] <= res["mean_test_accuracy"] + 1e-12)
+    # the flat hyperparameters reach the networks: four candidates, four different scores
+    assert len(set(np.round(res["mean_test_accuracy"], 12))) == 4
+    # sound certificates: no split certifies more points at eps than survive the attack
+    for split in range(2):
+        certified = res[f"split{split}_test_certified"]
+        assert np.all(certified <= res[f"split{split}_test_robust_small"] + 1e-12)
+    constrained = np.array([p["constraint"] == "nonexpansive" for p in res["params"]])
+    assert np.all(res["mean_test_certified"][constrained] > 0), "nothing certified: vacuous"
     assert search.best_index_ == int(np.argmax(res["mean_test_robust"]))
 
 
@@ -329,7 +335,7 @@ def test_scorers_with_pipeline_and_string_labels(digits):
         pipe, Xtr[:400], names[ytr[:400]], cv=2, scoring={"accuracy": "accuracy", "robust": scorer}
     )
     assert np.all(np.isfinite(cv["test_robust"]))
-    assert np.all(cv["test_robust"] <= cv["test_accuracy"])
+    assert np.all(cv["test_robust"] < cv["test_accuracy"])  # the attack found something
 
     pipe.fit(Xtr[:400], names[ytr[:400]])
     X, y = Xte[:100], names[yte[:100]]

@@ -12,6 +12,7 @@ import tensorflow as tf
 from operator_matrices import conv_matrix, spectral_norm
 
 from stablekeras import spectral
+from stablekeras.layers import NonExpansiveDense, SpectralDense
 
 # Every convolution configuration: strides, paddings, kernel sizes, and inputs
 # (spatial shape, c_in, c_out) with even, odd and mixed sizes and several channel counts.
@@ -47,14 +48,23 @@ def _assert_adjoint(ax, z, x, atz):
 
 
 @pytest.mark.parametrize("shape", DENSE_SHAPES)
-def test_dense_adjoint(shape):
+@pytest.mark.parametrize("layer_class", [NonExpansiveDense, SpectralDense])
+def test_dense_operator_is_w_and_its_adjoint_w_transpose(shape, layer_class):
+    """The layers' dense ``A`` and ``A^T`` (``_apply``, ``_adjoint``): the matrices ``W`` and
+    ``W^T`` of the kernel (Keras stores ``W^T``), exact adjoints of each other."""
+    d, units = shape
+    layer = layer_class(units, **({"max_norm": None} if layer_class is SpectralDense else {}))
+    layer.build((None, d))
     rng = np.random.default_rng(1)
-    kernel = tf.constant(rng.normal(size=shape), tf.float32)
-    x = tf.constant(rng.normal(size=(3, shape[0])), tf.float32)
-    z = tf.constant(rng.normal(size=(3, shape[1])), tf.float32)
-    ax = tf.matmul(x, kernel)  # the DenseOperator's A x = x @ kernel
-    atz = tf.matmul(z, kernel, transpose_b=True)
-    _assert_adjoint(ax, z, x, atz)
+    kernel = rng.normal(size=shape).astype(np.float32)
+    layer.kernel.assign(kernel)
+    forward = np.asarray(layer._apply(tf.eye(d))).T  # column j = A e_j
+    backward = np.asarray(layer._adjoint(tf.eye(units))).T
+    np.testing.assert_array_equal(forward, kernel.T)  # one product per entry: exact
+    np.testing.assert_array_equal(backward, kernel)
+    x = tf.constant(rng.normal(size=(3, d)), tf.float32)
+    z = tf.constant(rng.normal(size=(3, units)), tf.float32)
+    _assert_adjoint(layer._apply(x), z, x, layer._adjoint(z))
 
 
 @pytest.mark.parametrize("config", CONV_CONFIGS, ids=_conv_id)

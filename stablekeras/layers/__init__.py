@@ -7,6 +7,8 @@ from stablekeras.layers.nonexpansive import (
     ContractiveDense,
     NonExpansiveConv2D,
     NonExpansiveDense,
+    SubstepCapWarning,
+    SubstepSchedule,
 )
 from stablekeras.layers.orthogonal import (
     IsometricLift,
@@ -29,4 +31,6 @@ __all__ = [
     "IsometricLift",
     "OrthogonalDense",
     "OrthogonalNonExpansiveDense",
+    "SubstepSchedule",
+    "SubstepCapWarning",
 ]

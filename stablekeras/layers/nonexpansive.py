@@ -17,7 +17,18 @@ Two ways to keep the condition, both checked after every optimizer step:
   ``T = step_size`` in ``S = ceil(T nu / (2 r))`` steps of ``T / S`` (the
   chapter's notebook), with ``S`` recomputed from the current weights at every
   call. ``S`` is capped at ``max_substeps``; past the cap the step shrinks to
-  ``2 r / nu`` so the guarantee still holds (the block then integrates less time).
+  ``2 r / nu`` so the guarantee still holds, and the block then integrates the
+  time ``S h < T``: a different model from the one configured. The layer does
+  not hide this. :meth:`~NonExpansiveDense.substep_schedule` returns the ``S``,
+  the ``h`` and the time ``S h`` actually used with the current weights, and the
+  layer warns once (a :class:`SubstepCapWarning` with these numbers and the cap
+  that would keep ``T``) the first time the cap binds where Python sees the
+  numbers: an eager call, ``substep_schedule()`` or ``lipschitz_bound()`` (the
+  estimators call the latter at the end of every fit). Inside a compiled
+  training or prediction step the schedule is a graph tensor and cannot warn;
+  ``substep_schedule()`` after the fit says what was used. The cap stays a cap
+  (the cost of a block is bounded by ``max_substeps`` evaluations), instead of
+  being raised silently or stopping a fit midway.
 
 References
 ----------
@@ -30,6 +41,8 @@ ODEs", Physica D, 2024.
 from __future__ import annotations
 
 import math
+import warnings
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
@@ -40,10 +53,57 @@ from stablekeras._precision import as_run, fit_for_rounding, is_low_precision, u
 from stablekeras.constraints import SAFETY
 from stablekeras.layers._operators import ConvOperator, DenseOperator, positive_float, positive_int
 
-__all__ = ["NonExpansiveDense", "NonExpansiveConv2D", "ContractiveDense", "ContractiveConv2D"]
+__all__ = [
+    "NonExpansiveDense",
+    "NonExpansiveConv2D",
+    "ContractiveDense",
+    "ContractiveConv2D",
+    "SubstepSchedule",
+    "SubstepCapWarning",
+]
 
 _MODES = ("constraint", "substeps", "normalized")
 _NORMALIZATIONS = ("aol", "gram")
+
+
+class SubstepCapWarning(UserWarning):
+    """The sub-step cap ``max_substeps`` shortens the flow time of a block.
+
+    Issued once per layer, with the numbers: the ``S`` the condition needs, the
+    cap, the step ``h`` used and the time ``S h`` integrated instead of ``T``.
+    Filter it like any warning (``warnings.simplefilter("error",
+    SubstepCapWarning)`` turns it into an error).
+    """
+
+
+class SubstepSchedule(NamedTuple):
+    """The Euler/Runge-Kutta schedule a gradient-step layer uses with its current weights.
+
+    Attributes
+    ----------
+    substeps : int
+        ``S``, the number of steps per call (1 in constraint mode).
+    step : float
+        ``h``, the size of each step.
+    time : float
+        ``S h``, the flow time integrated per call.
+    requested_time : float
+        ``T = step_size``, the time configured. ``time < requested_time`` exactly
+        when the cap ``max_substeps`` binds.
+    required_substeps : int
+        The ``S`` that would keep ``T`` (the cap that is needed).
+    """
+
+    substeps: int
+    step: float
+    time: float
+    requested_time: float
+    required_substeps: int
+
+    @property
+    def capped(self) -> bool:
+        """Whether the cap shortened the flow time (``time < requested_time``)."""
+        return self.required_substeps > self.substeps
 
 
 class _GradientStep(keras.layers.Layer):
@@ -155,6 +215,11 @@ class _GradientStep(keras.layers.Layer):
 
     def _schedule(self, sigma):
         """Number of sub-steps ``S`` and step size ``h`` for an operator norm bound ``sigma``."""
+        s, h, _ = self._schedule_and_need(sigma)
+        return s, h
+
+    def _schedule_and_need(self, sigma):
+        """``(S, h, S needed to keep T)`` for an operator norm bound ``sigma``."""
         T, L, r, mu = (
             self.step_size,
             self.activation.slope,
@@ -164,10 +229,62 @@ class _GradientStep(keras.layers.Layer):
         # The same relative room as the constraint: the float32 bound may round below
         # ||A||, and a step exactly on h nu = 2 r (the cap) must not cross it.
         nu = (L * tf.square(tf.cast(sigma, tf.float32)) + 2.0 * mu) * (1.0 + SAFETY)
-        s = tf.math.ceil(T * nu / (2.0 * r))
-        s = tf.clip_by_value(s, 1.0, float(self.max_substeps))
+        need = tf.maximum(tf.math.ceil(T * nu / (2.0 * r)), 1.0)
+        s = tf.minimum(need, float(self.max_substeps))
         h = tf.minimum(T / s, 2.0 * r / tf.maximum(nu, 1e-30))
-        return tf.cast(s, tf.int32), h
+        return tf.cast(s, tf.int32), h, need
+
+    def substep_schedule(self) -> SubstepSchedule:
+        """The schedule the layer uses with its current weights: ``S``, ``h`` and ``S h``.
+
+        In sub-step mode, ``S = min(ceil(T nu / (2 r)), max_substeps)`` and
+        ``h = min(T / S, 2 r / nu)``, computed from the same in-graph norm bound
+        as a call; in the other modes one step of ``step_size``. When the cap
+        binds (``capped``), the block integrates ``S h < T`` and this method
+        warns once per layer (:class:`SubstepCapWarning`).
+
+        Returns
+        -------
+        SubstepSchedule
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> layer = NonExpansiveDense(4, step_size=0.5, mode="substeps", max_substeps=2)
+        >>> _ = layer(np.zeros((1, 3), "float32"))
+        >>> layer.kernel.assign(100.0 * layer.kernel)  # doctest: +ELLIPSIS
+        <...>
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     schedule = layer.substep_schedule()
+        >>> schedule.substeps, schedule.capped, schedule.time < schedule.requested_time
+        (2, True, True)
+        >>> [w.category.__name__ for w in caught]
+        ['SubstepCapWarning']
+        """
+        T = float(self.step_size)
+        if self.mode != "substeps":
+            return SubstepSchedule(1, T, T, T, 1)
+        s, h, need = self._schedule_and_need(self._graph_norm())
+        schedule = SubstepSchedule(int(s), float(h), int(s) * float(h), T, int(need))
+        self._warn_if_capped(schedule)
+        return schedule
+
+    def _warn_if_capped(self, schedule: SubstepSchedule) -> None:
+        if not schedule.capped or getattr(self, "_cap_warned", False):
+            return
+        self._cap_warned = True
+        warnings.warn(
+            f"{type(self).__name__} {self.name!r}: the sub-step cap binds. Keeping the flow "
+            f"time T={schedule.requested_time:g} with the current weights needs "
+            f"S={schedule.required_substeps} steps, above max_substeps={self.max_substeps}; the "
+            f"layer takes {schedule.substeps} steps of h={schedule.step:.6g} and integrates "
+            f"time {schedule.time:.6g} instead of {schedule.requested_time:g}. Pass "
+            f"max_substeps>={schedule.required_substeps} to keep T, or a smaller step_size.",
+            SubstepCapWarning,
+            stacklevel=3,
+        )
 
     def used_kernel(self):
         """The kernel the layer computes with.
@@ -229,9 +346,13 @@ class _GradientStep(keras.layers.Layer):
             return self.integrator.step(lambda y: self._vector_field(y, kernel), x, self.step_size)
         # S and h are a schedule computed from the weights, as after an optimizer
         # step in the chapter's notebook: no gradient flows through the norm bound.
-        s, h = self._schedule(tf.stop_gradient(self._graph_norm()))
+        s, h, need = self._schedule_and_need(tf.stop_gradient(self._graph_norm()))
         if training:
             self.substeps.assign(s)
+        if tf.executing_eagerly() and not getattr(self, "_cap_warned", False):
+            T = float(self.step_size)
+            schedule = SubstepSchedule(int(s), float(h), int(s) * float(h), T, int(need))
+            self._warn_if_capped(schedule)
         h = self._run_step(h)
         _, x = tf.while_loop(
             lambda i, _: i < s,
@@ -256,11 +377,11 @@ class _GradientStep(keras.layers.Layer):
         ``h Lip(f)`` beyond the condition, to the power of the sub-steps.
         """
         sigma = self.operator_norm()
+        schedule = self.substep_schedule()
         if self.mode != "substeps":
             steps, h = 1, self._run(self.step_size)
         else:
-            s, h = self._schedule(self._graph_norm())
-            steps, h = int(s), float(self._run_step(h))
+            steps, h = schedule.substeps, float(self._run_step(tf.constant(schedule.step)))
         nu = self.activation.slope * sigma**2
         mu = self._run(self.strong_convexity)
         if self.integrator.name == "euler":
@@ -308,12 +429,18 @@ class NonExpansiveDense(DenseOperator, _GradientStep):
     use_bias : bool, default True
     kernel_initializer, bias_initializer : Keras initializers
     max_substeps : int, default 32
-        Cap on ``S`` in sub-step mode.
+        Cap on ``S`` in sub-step mode. Where the cap binds, the block integrates
+        less time than ``T`` and warns once (:class:`SubstepCapWarning`); see
+        :meth:`substep_schedule`.
 
     Attributes
     ----------
     kernel : the ``(d, units)`` matrix ``W^T`` (Keras' layout).
     substeps : non-trainable int weight, the last ``S`` used in training.
+
+    See Also
+    --------
+    substep_schedule : the ``S``, ``h`` and flow time used with the current weights.
 
     Examples
     --------

@@ -16,6 +16,7 @@ same as training them one by one, in a fraction of the time.
 import inspect
 import itertools
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -28,6 +29,7 @@ from stablekeras.layers import (
     ContractiveDense,
     NonExpansiveConv2D,
     NonExpansiveDense,
+    SubstepCapWarning,
 )
 
 TOL = 1e-4  # float32 rounding allowance on ratios
@@ -311,14 +313,55 @@ def test_constraint_mode_starts_inside_the_set():
     assert layer.operator_norm() <= _boundary(layer)
 
 
-def test_substeps_cap_shrinks_the_step():
-    layer = NonExpansiveDense(6, mode="substeps", max_substeps=2)
+def test_substeps_cap_shrinks_the_step_warns_once_and_reports_it():
+    """Past the cap the block integrates S h < T: it says so once, with the numbers."""
+    layer = NonExpansiveDense(6, step_size=0.5, mode="substeps", max_substeps=2)
     layer.build((None, DENSE_DIM))
     layer.kernel.assign(10.0 * layer.kernel)
     x = np.random.default_rng(5).normal(size=(4, DENSE_DIM)).astype("float32")
-    layer(x, training=True)
-    assert int(layer.substeps.numpy()) == 2
+    with pytest.warns(SubstepCapWarning) as record:
+        layer(x, training=True)
+    assert len(record) == 1
+    schedule = layer.substep_schedule()  # already warned: silent
+    assert int(layer.substeps.numpy()) == schedule.substeps == 2
+    assert schedule.capped and schedule.required_substeps > 2
+    # the numbers: h on the boundary of the condition, the time it covers
+    nu = layer.activation.slope * float(layer._graph_norm()) ** 2
+    assert schedule.step == pytest.approx(2.0 / nu, rel=1e-4)
+    assert schedule.time == pytest.approx(2 * schedule.step) and schedule.time < 0.5
+    assert schedule.required_substeps == math.ceil(0.5 * nu * (1 + 1e-5) / 2.0)
+    message = str(record[0].message)
+    for number in (
+        "max_substeps=2",
+        f"S={schedule.required_substeps}",
+        f"h={schedule.step:.6g}",
+        f"time {schedule.time:.6g}",
+    ):
+        assert number in message, (number, message)
     assert layer.lipschitz_bound() <= 1.0
+    # and the model computes what the schedule says: S steps of h
+    manual = x
+    for _ in range(schedule.substeps):
+        manual = manual - schedule.step * layer._adjoint(
+            layer.activation(layer._apply(manual) + layer.bias)
+        )
+    np.testing.assert_allclose(layer(x), manual, rtol=1e-5, atol=1e-6)
+
+
+def test_substep_schedule_below_the_cap_keeps_the_time_silently():
+    layer = NonExpansiveDense(6, step_size=0.5, mode="substeps", max_substeps=64)
+    layer.build((None, DENSE_DIM))
+    layer.kernel.assign(10.0 * layer.kernel)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SubstepCapWarning)
+        schedule = layer.substep_schedule()
+        layer(np.ones((2, DENSE_DIM), "float32"))
+    assert not schedule.capped and schedule.substeps > 1
+    assert schedule.time == pytest.approx(0.5, rel=1e-6)
+    assert schedule.step == pytest.approx(0.5 / schedule.substeps)
+    constrained = NonExpansiveDense(6, step_size=0.5)
+    constrained.build((None, DENSE_DIM))
+    assert constrained.substep_schedule() == (1, 0.5, 0.5, 0.5, 1)
 
 
 # --- bad arguments -------------------------------------------------------------------
