@@ -232,7 +232,8 @@ def test_evaluate_prints_clean_robust_and_certified(model_path, capsys):
     assert robust[1] == "robust (pgd, l2, 3 steps of 0.1 eps, cross-entropy and margin)"
     clean, r1, r5 = map(float, robust[2:])
     c0, c1, c5 = map(float, certified[2:])
-    assert 50 < clean == c0 and clean >= r1 >= r5 and r1 >= c1 >= c5
+    # certified at eps=0 needs a margin above the rounding allowance: at most the clean figure
+    assert 50 < clean and clean >= c0 and clean >= r1 >= r5 and r1 >= c1 >= c5
 
 
 def test_export_prints_the_version_path(model_path, tmp_path, capsys):

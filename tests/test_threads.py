@@ -14,6 +14,7 @@ import joblib
 import numpy as np
 import pytest
 import tensorflow as tf
+from joblib.externals.loky import get_reusable_executor
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
 
@@ -21,6 +22,18 @@ from stablekeras import StableClassifier
 from stablekeras._threads import thread_budget
 
 FIT = dict(width=8, depth=1, epochs=1, batch_size=100, random_state=0)
+
+
+@pytest.fixture(autouse=True)
+def fresh_workers():
+    """New loky workers for each test.
+
+    The pools can only be sized before TensorFlow starts in a process, and joblib
+    reuses its workers: one that already ran TensorFlow for another test (in the
+    same pytest process) would keep that test's pools.
+    """
+    get_reusable_executor().shutdown(wait=True)
+    yield
 
 
 @pytest.fixture(scope="module")
