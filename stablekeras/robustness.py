@@ -1153,8 +1153,75 @@ def rounding_allowance(
     return _allowance(est, X, margin, L, unit_roundoff)
 
 
+_RULES = ("global", "pairwise")
+
+
+def _check_rule(rule) -> str:
+    if rule not in _RULES:
+        raise _invalid("rule", f"one of {_RULES}", rule)
+    return rule
+
+
+def _last_linear_kernel(layer):
+    """The kernel ``W`` (``d x n_classes``) with which a linear last layer computes ``h W + b``."""
+    from stablekeras.layers import OrthogonalDense, SpectralDense
+
+    if isinstance(layer, OrthogonalDense):
+        return keras.ops.convert_to_numpy(layer.orthonormal_kernel())
+    linear = isinstance(layer, SpectralDense) or (
+        isinstance(layer, keras.layers.Dense)
+        and layer.activation in (None, keras.activations.linear)
+    )
+    if not linear:
+        raise ValueError(
+            "rule='pairwise' needs a network whose last layer is linear (Dense, SpectralDense "
+            f"or OrthogonalDense, no activation): the pairwise bound is ||w_i - w_j|| times the "
+            f"bound of the layers before it. The last layer {layer.name!r} is a "
+            f"{type(layer).__name__}; use rule='global'"
+        )
+    return keras.ops.convert_to_numpy(layer.kernel)
+
+
+def _pairwise_radius(est, logits, margin, L, X, unit_roundoff) -> np.ndarray:
+    """``min_j (z_t - z_j - a) / (||w_t - w_j|| L_body)`` per point (see certified_radius)."""
+    from stablekeras.models import _layer_bound  # the bounds `lipschitz_bound` multiplies
+
+    layers = _chain(est.model_)
+    kernel = np.asarray(_last_linear_kernel(layers[-1]), dtype=np.float64)
+    L_body = math.prod(_layer_bound(layer) for layer in layers[:-1])
+    logits = np.asarray(logits, dtype=np.float64)
+    top = np.argmax(logits, axis=1)
+    gaps = logits[np.arange(len(logits)), top][:, None] - logits  # z_t - z_j
+    rows = kernel.T  # (n_classes, d): w_j
+    dist = np.linalg.norm(rows[top][:, None, :] - rows[None, :, :], axis=2)  # ||w_t - w_j||
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(dist > 0, gaps / (dist * L_body), np.inf)
+    ratio[np.arange(len(logits)), top] = np.inf
+    exact = ratio.min(axis=1)  # the radius in exact arithmetic
+    # the allowance of the global rule, with the reach of this rule's radius
+    allowance = _allowance(est, X, exact * math.sqrt(2) * L, L, unit_roundoff)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shrunk = np.where(dist > 0, (gaps - allowance[:, None]) / (dist * L_body), np.inf)
+    shrunk[np.arange(len(logits)), top] = np.inf
+    return np.maximum(shrunk.min(axis=1), 0.0)
+
+
+def _radii(est, X, logits, L, unit_roundoff, rule) -> np.ndarray:
+    """Each point's certified radius under ``rule`` (the allowance subtracted)."""
+    margin = _margins(logits)
+    if rule == "pairwise":
+        return _pairwise_radius(est, logits, margin, L, X, unit_roundoff)
+    allowance = _allowance(est, X, margin, L, unit_roundoff)
+    return np.maximum(margin - allowance, 0.0) / (math.sqrt(2) * L)
+
+
 def certified_radius(
-    estimator, X, *, unit_roundoff: float | None = None, batch_size: int = 1024
+    estimator,
+    X,
+    *,
+    rule: str = "global",
+    unit_roundoff: float | None = None,
+    batch_size: int = 1024,
 ) -> np.ndarray:
     """Certified l2 radius of each point's predicted class: ``(m(x) - a(x)) / (sqrt(2) L)``.
 
@@ -1170,6 +1237,12 @@ def certified_radius(
     estimator : StableClassifier or Pipeline
         For a pipeline, the radius is measured after the preprocessing.
     X : array-like of shape (n_samples, n_features)
+    rule : {"global", "pairwise"}, default="global"
+        ``"global"``: ``(m(x) - a(x)) / (sqrt(2) L)``. ``"pairwise"`` (GloRo's
+        rule, Leino, Wang and Fredrikson, ICML 2021): with the logits
+        ``z = W^T h(x) + b`` of a linear last layer and ``L_body`` the sound
+        bound of everything before it, ``min_{j != t} (z_t - z_j - a(x)) /
+        (||w_t - w_j|| L_body)``, ``t`` the predicted class. See Notes.
     unit_roundoff : float or None, default=None
         See :func:`rounding_allowance`; ``0`` gives the exact-arithmetic radius
         ``m(x) / (sqrt(2) L)``.
@@ -1185,6 +1258,17 @@ def certified_radius(
     is classified correctly and its radius exceeds ``eps``. The allowance and
     why it suffices are derived in :func:`rounding_allowance`.
 
+    The pairwise rule is sound: ``z_t - z_j = (w_t - w_j)^T h(x) + b_t - b_j``
+    changes by at most ``||w_t - w_j|| L_body ||delta||`` when ``x`` moves by
+    ``delta``, so no class overtakes ``t`` inside the radius (the rounding
+    allowance covers the computed gaps as in the global rule, since each gap
+    is ``sqrt(2)``-Lipschitz in the logits too). It is never looser than the
+    global rule when ``L = L_body ||W||``, the product :func:`~stablekeras.models.lipschitz_bound`
+    computes: ``||w_t - w_j|| <= sqrt(2) ||W||`` and each gap is at least the
+    margin. With an orthogonal projection (the certified network) the rows of
+    ``W`` are orthonormal, ``||w_t - w_j|| = sqrt(2)``, and the two rules agree;
+    a free or capped last layer gains.
+
     Examples
     --------
     >>> import numpy as np
@@ -1199,11 +1283,10 @@ def certified_radius(
     >>> bool(np.all(r <= certified_radius(clf, X[:5] / 16, unit_roundoff=0)))
     True
     """
+    rule = _check_rule(rule)
     est, X = _resolve(estimator, X)
     L = _lipschitz(est)
-    margin = _margins(_logits(est, X, batch_size))
-    allowance = _allowance(est, X, margin, L, unit_roundoff)
-    return np.maximum(margin - allowance, 0.0) / (math.sqrt(2) * L)
+    return _radii(est, X, _logits(est, X, batch_size), L, unit_roundoff, rule)
 
 
 def certified_accuracy(
@@ -1213,6 +1296,7 @@ def certified_accuracy(
     *,
     eps: float | Sequence[float],
     norm: float | str = 2,
+    rule: str = "global",
     unit_roundoff: float | None = None,
     batch_size: int = 1024,
     sample_weight=None,
@@ -1240,6 +1324,10 @@ def certified_accuracy(
     norm : {2, np.inf, "l2", "linf", "inf"}, default=2
         For ``np.inf`` the l-inf ball of radius ``eps`` is certified through the
         l2 ball of radius ``sqrt(n_features) * eps`` that contains it.
+    rule : {"global", "pairwise"}, default="global"
+        The certificate: the margin against ``sqrt(2) L eps``, or GloRo's
+        pairwise gaps against ``||w_i - w_j|| L_body eps`` (never looser; see
+        :func:`certified_radius`).
     unit_roundoff : float or None, default=None
         See :func:`rounding_allowance`; ``0`` compares the margins with
         ``sqrt(2) L eps`` alone (exact arithmetic).
@@ -1280,15 +1368,14 @@ def certified_accuracy(
     """
     values, scalar = _check_eps_list(eps)
     norm = _check_norm(norm)
+    rule = _check_rule(rule)
     est, X = _resolve(estimator, X)
     y_idx = _encode(est, y, len(X))
     L = _lipschitz(est)
     logits = _logits(est, X, batch_size)
     correct = np.argmax(logits, axis=1) == y_idx
-    margin = _margins(logits)
-    allowance = _allowance(est, X, margin, L, unit_roundoff)
     # margin > sqrt(2) L eps + allowance, as the radius computes it (the same rounding)
-    radius = np.maximum(margin - allowance, 0.0) / (math.sqrt(2) * L)
+    radius = _radii(est, X, logits, L, unit_roundoff, rule)
     scale = math.sqrt(X.shape[1]) if norm == np.inf else 1.0
     acc = np.array([_weighted_mean(correct & (radius > scale * e), sample_weight) for e in values])
     return float(acc[0]) if scalar else acc
@@ -1298,6 +1385,7 @@ def make_certified_scorer(
     *,
     eps: float,
     norm: float | str = 2,
+    rule: str = "global",
     unit_roundoff: float | None = None,
     batch_size: int = 1024,
 ) -> Callable:
@@ -1308,6 +1396,8 @@ def make_certified_scorer(
     eps : float
         Radius, >= 0.
     norm : {2, np.inf, "l2", "linf", "inf"}, default=2
+    rule : {"global", "pairwise"}, default="global"
+        See :func:`certified_accuracy`.
     unit_roundoff : float or None, default=None
         See :func:`rounding_allowance`.
     batch_size : int, default=1024
@@ -1334,9 +1424,12 @@ def make_certified_scorer(
     """
     _check_eps(eps)
     _check_norm(norm)
+    _check_rule(rule)
     if unit_roundoff is not None and not (float(unit_roundoff) >= 0):
         raise _invalid("unit_roundoff", "None or a number >= 0", unit_roundoff)
     kwargs = dict(eps=eps, norm=norm, batch_size=batch_size)
+    if rule != "global":
+        kwargs["rule"] = rule
     if unit_roundoff is not None:
         kwargs["unit_roundoff"] = unit_roundoff
     return _CertifiedScorer(kwargs)
