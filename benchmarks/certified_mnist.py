@@ -87,7 +87,6 @@ PEERS = {
 }
 
 
-
 def _load() -> list[float]:
     import os
 

@@ -39,8 +39,8 @@ VARIANTS = {
     "2 conv steps, Gram normalisation, batch 128, lr 5e-3": dict(
         normalization="gram", batch_size=128, learning_rate=5e-3
     ),
-    "2 conv steps, kernel constraint (mode='constraint'), batch 128, lr 5e-3": dict(
-        mode="constraint", batch_size=128, learning_rate=5e-3
+    "2 conv steps, kernel constraint (enforcement='project'), batch 128, lr 5e-3": dict(
+        enforcement="project", batch_size=128, learning_rate=5e-3
     ),
     "2 conv steps, 2x2 lift (14x14 grid), Gram, batch 128, lr 5e-3": dict(
         lift_block_size=2, normalization="gram", batch_size=128, learning_rate=5e-3

@@ -12,7 +12,7 @@ multi-class hinge loss:
 
 * ResNet: blocks ``x + B relu(Ax)``;
 * Non-expansive: the chapter's blocks ``x - (T/S) A^T relu(Ax + b)`` taken ``S``
-  times, ``S`` adapted to ``||A||`` (``mode="substeps"``), ``T = 1/4``; lift and
+  times, ``S`` adapted to ``||A||`` (``enforcement="substeps"``), ``T = 1/4``; lift and
   projection free, so the Lipschitz bound is their norms' product;
 * Non-expansive, L <= 1: one Euler step per block with ``h ||A||^2 <= 2`` and lift
   and projection of norm at most 1 (``max_norm=1``), so margins certify radii.
@@ -68,7 +68,7 @@ def estimators(args):
         # the chapter's non-expansive network (lift and projection free)
         "Non-expansive": StableClassifier(
             constraint="nonexpansive",
-            mode="substeps",
+            enforcement="substeps",
             step_size=args.time_per_block,
             margin=args.margin,
             **common,
@@ -160,7 +160,7 @@ def main(argv=None) -> dict:
             "attack_seconds": round(attack_s, 1),
             "held_out_accuracy_2000": float(clf.score(X_held, y_held)),
         }
-        if clf.mode == "substeps":
+        if clf.enforcement == "substeps":
             runs[name]["substeps"] = [
                 int(layer.substeps.numpy())
                 for layer in clf.model_.layers

@@ -54,7 +54,7 @@ def fit_ratio(X, y, *, pairs: int, epochs: int, **params) -> dict:
             constraint = "none" if kind == "none" else "nonexpansive"
             kw = dict(params, epochs=epochs, constraint=constraint)
             if kind == "none":
-                kw.pop("mode", None)
+                kw.pop("enforcement", None)
             times[kind], clf = _fit_seconds(X, y, **kw)
             if kind == "stable":
                 substeps = [
@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
     result["constraint_mode"] = fit_ratio(X, y, pairs=args.pairs, epochs=args.epochs)
     print(_line("constraint mode", result["constraint_mode"]), flush=True)
     if not args.no_substeps:
-        sub = fit_ratio(X, y, pairs=args.pairs, epochs=args.epochs, mode="substeps")
+        sub = fit_ratio(X, y, pairs=args.pairs, epochs=args.epochs, enforcement="substeps")
         mean_s = float(np.mean(sub["final_substeps"]))
         sub["mean_final_substeps"] = mean_s
         sub["ratio_per_substep"] = sub["ratio"]["median"] / mean_s

@@ -40,7 +40,7 @@ from stablekeras._threads import limit_threads
 from stablekeras.losses import CLASSIFICATION_LOSSES, get_classification_loss
 from stablekeras.models import (
     CONSTRAINTS,
-    MODES,
+    ENFORCEMENTS,
     NETWORKS,
     NORMALIZATIONS,
     build_network,
@@ -99,20 +99,27 @@ class _ImageShapeOption(Options):
         return "a tuple (height, width, channels) of positive integers"
 
 
-#: Parameters of earlier releases and what replaced them.
+_NETWORK_HINT = (
+    "network='certified' (the default) has an isometric lift and an orthogonal "
+    "projection, network='chapter' the chapter's 1x1 convolution lift and dense "
+    "projection (capped by `max_norm`)"
+)
+
+#: Parameters of stablekeras 0.1 and what replaced them, with how to translate.
 RENAMED_PARAMETERS = {
-    "lift": "network",
-    "projection": "network",
+    "lift": ("network", _NETWORK_HINT),
+    "projection": ("network", _NETWORK_HINT),
+    "mode": (
+        "enforcement",
+        "its values: 'constraint' -> 'project', 'normalized' -> 'normalize', 'substeps'",
+    ),
 }
 
 
-def _renamed_error(old):
-    new = RENAMED_PARAMETERS[old]
+def _renamed_error(old, value=None):
+    new, hint = RENAMED_PARAMETERS[old]
     return TypeError(
-        f"The parameter `{old}` was replaced by `{new}`: network='certified' (the default) "
-        "has an isometric lift and an orthogonal projection, network='chapter' the "
-        "chapter's 1x1 convolution lift and dense projection (capped by `max_norm`). "
-        f"Received: {old}=..."
+        f"The parameter `{old}` was replaced by `{new}`: {hint}. Received: {old}={value!r}"
     )
 
 
@@ -126,7 +133,7 @@ def _renamed_parameters(init):
     def wrapper(self, *args, **kwargs):
         for old in RENAMED_PARAMETERS:
             if old in kwargs:
-                raise _renamed_error(old)
+                raise _renamed_error(old, kwargs[old])
         init(self, *args, **kwargs)
 
     return wrapper
@@ -211,7 +218,7 @@ class _StableEstimator(BaseEstimator):
         "width": [Interval(Integral, 1, None, closed="left")],
         "activation": [_ActivationOption()],
         "integrator": [StrOptions({"euler", "heun", "rk4"})],
-        "mode": [StrOptions(set(MODES))],
+        "enforcement": [StrOptions(set(ENFORCEMENTS))],
         "normalization": [StrOptions(set(NORMALIZATIONS))],
         "image_shape": [None, _ImageShapeOption()],
         "kernel_size": [Interval(Integral, 1, None, closed="left")],
@@ -287,7 +294,7 @@ class _StableEstimator(BaseEstimator):
         Examples
         --------
         >>> from stablekeras import StableClassifier
-        >>> StableClassifier.from_preset("chapter", epochs=2).get_params()["mode"]
+        >>> StableClassifier.from_preset("chapter", epochs=2).get_params()["enforcement"]
         'substeps'
         """
         from stablekeras.presets import get_preset
@@ -300,7 +307,7 @@ class _StableEstimator(BaseEstimator):
         """Set parameters; a renamed parameter fails with the name that replaced it."""
         for old in RENAMED_PARAMETERS:
             if old in params:
-                raise _renamed_error(old)
+                raise _renamed_error(old, params[old])
         return super().set_params(**params)
 
     # ---- hooks for subclasses -------------------------------------------------
@@ -342,7 +349,7 @@ class _StableEstimator(BaseEstimator):
             step_size=float(self.step_size),
             activation=self.activation,
             integrator=self.integrator,
-            mode=self.mode,
+            enforcement=self.enforcement,
             normalization=self.normalization,
             kernel_size=int(self.kernel_size),
             max_norm=self.max_norm,
@@ -943,7 +950,7 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         ones.
     step_size : float, default=2.0
         ``h`` of each gradient step (the time ``T`` per block with
-        ``mode="substeps"``). Normalised and orthogonal steps use ``||A|| = 1``
+        ``enforcement="substeps"``). Normalised and orthogonal steps use ``||A|| = 1``
         shrunk only where ``h`` would break ``h L ||A||^2 <= 2``: with ReLU,
         ``h = 2`` is the boundary (the step's Jacobian is a reflection) and
         ``h = 1`` makes it a projection (a clip).
@@ -957,11 +964,13 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         A monotone, slope-restricted activation (see :mod:`stablekeras.activations`).
     integrator : {"euler", "heun", "rk4"}, default="euler"
         The Runge-Kutta step of the non-expansive convolutional blocks.
-    mode : {"normalized", "constraint", "substeps"}, default="normalized"
+    enforcement : {"normalize", "project", "substeps"}, default="normalize"
         How the convolutional (and the chapter's dense) blocks keep their
         condition: the kernel normalised in the forward pass
-        (:meth:`~stablekeras.layers.NonExpansiveConv2D.used_kernel`), rescaled by
-        a kernel constraint after every optimizer step, or adaptive sub-steps.
+        (:meth:`~stablekeras.layers.NonExpansiveConv2D.used_kernel`), projected
+        back by a kernel constraint after every optimizer step, or adaptive
+        sub-steps. (``mode`` in stablekeras 0.1, with the values
+        ``"normalized"``, ``"constraint"`` and ``"substeps"``.)
     image_shape : tuple (h, w, c) or None, default=None
         Reshape each row of X to this image and use convolutional blocks.
     kernel_size : int, default=3
@@ -1031,7 +1040,7 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
     dense_depth : int, default=4
         Gradient steps of the dense stage.
     normalization : {"aol", "gram"}, default="aol"
-        The rescaling of ``mode="normalized"``: AOL scales (Prach and Lampert
+        The rescaling of ``enforcement="normalize"``: AOL scales (Prach and Lampert
         2022; a Schur-test bound with no iteration, the cheapest) or the
         Gram-iteration bound (the step on the boundary ``h L ||A||^2 = 2`` up to
         a few percent). Equal accuracy on MNIST (``benchmarks/RESULTS.md``).
@@ -1249,7 +1258,7 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         width=16,
         activation="relu",
         integrator="euler",
-        mode="normalized",
+        enforcement="normalize",
         image_shape=None,
         kernel_size=3,
         max_norm=None,
@@ -1287,7 +1296,7 @@ class StableClassifier(ClassifierMixin, _StableEstimator):
         self.width = width
         self.activation = activation
         self.integrator = integrator
-        self.mode = mode
+        self.enforcement = enforcement
         self.image_shape = image_shape
         self.kernel_size = kernel_size
         self.max_norm = max_norm
@@ -1455,7 +1464,7 @@ class StableRegressor(RegressorMixin, _StableEstimator):
 
     Parameters
     ----------
-    constraint, step_size, depth, width, activation, integrator, mode, \
+    constraint, step_size, depth, width, activation, integrator, enforcement, \
 image_shape, kernel_size, max_norm, strong_convexity, epochs, batch_size, \
 learning_rate, weight_decay, validation_fraction, early_stopping, \
 n_iter_no_change, random_state, verbose, distribute, network, \
@@ -1517,7 +1526,7 @@ warm_start, model, model_params, checkpoint_dir, n_threads :
         width=16,
         activation="relu",
         integrator="euler",
-        mode="normalized",
+        enforcement="normalize",
         image_shape=None,
         kernel_size=3,
         max_norm=None,
@@ -1550,7 +1559,7 @@ warm_start, model, model_params, checkpoint_dir, n_threads :
         self.width = width
         self.activation = activation
         self.integrator = integrator
-        self.mode = mode
+        self.enforcement = enforcement
         self.image_shape = image_shape
         self.kernel_size = kernel_size
         self.max_norm = max_norm

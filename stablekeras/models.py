@@ -62,7 +62,7 @@ __all__ = [
     "seed_initializers",
     "CONSTRAINTS",
     "NETWORKS",
-    "MODES",
+    "ENFORCEMENTS",
     "NORMALIZATIONS",
 ]
 
@@ -74,10 +74,10 @@ CONSTRAINTS = ("nonexpansive", "contractive", "none")
 NETWORKS = ("certified", "chapter")
 
 #: How the gradient-step blocks keep ``h L ||A||^2 <= 2``: the kernel normalised
-#: in the forward pass, rescaled after each optimizer step, or adaptive sub-steps.
-MODES = ("normalized", "constraint", "substeps")
+#: in the forward pass, projected back after each optimizer step, or adaptive sub-steps.
+ENFORCEMENTS = ("normalize", "project", "substeps")
 
-#: The rescalings of ``mode="normalized"``: AOL scales or the Gram-iteration bound.
+#: The rescalings of ``enforcement="normalize"``: AOL scales or the Gram-iteration bound.
 NORMALIZATIONS = ("aol", "gram")
 
 
@@ -123,7 +123,7 @@ def _conv_block(
     step_size,
     activation,
     integrator,
-    mode,
+    enforcement,
     normalization,
     strong_convexity,
     name,
@@ -131,7 +131,7 @@ def _conv_block(
     common = dict(step_size=step_size, activation=activation, name=name)
     if constraint == "none":
         return ResidualConv2D(width, kernel_size, **common)
-    common.update(mode=mode, normalization=normalization)
+    common.update(enforcement=enforcement, normalization=normalization)
     if constraint == "contractive":
         return ContractiveConv2D(width, kernel_size, strong_convexity=strong_convexity, **common)
     return NonExpansiveConv2D(width, kernel_size, integrator=integrator, **common)
@@ -144,7 +144,7 @@ def _dense_block(
     step_size,
     activation,
     integrator,
-    mode,
+    enforcement,
     normalization,
     strong_convexity,
     name,
@@ -152,7 +152,7 @@ def _dense_block(
     common = dict(step_size=step_size, activation=activation, name=name)
     if constraint == "none":
         return ResidualDense(width, **common)
-    common.update(mode=mode, normalization=normalization)
+    common.update(enforcement=enforcement, normalization=normalization)
     if constraint == "contractive":
         return ContractiveDense(width, strong_convexity=strong_convexity, **common)
     return NonExpansiveDense(width, integrator=integrator, **common)
@@ -235,7 +235,7 @@ def build_network(
     step_size: float = 2.0,
     activation="relu",
     integrator="euler",
-    mode: str = "normalized",
+    enforcement: str = "normalize",
     normalization: str = "aol",
     kernel_size: int = 3,
     max_norm: float | None = None,
@@ -270,14 +270,17 @@ def build_network(
     depth : int, default 2
         Convolutional blocks (the chapter's network on flat features: dense blocks).
     step_size : float, default 2.0
-        ``h`` of each gradient step (the time ``T`` per block in sub-step mode).
+        ``h`` of each gradient step (the time ``T`` per block with
+        ``enforcement="substeps"``).
     activation, integrator, strong_convexity :
         Passed to the blocks.
-    mode : {"normalized", "constraint", "substeps"}, default "normalized"
+    enforcement : {"normalize", "project", "substeps"}, default "normalize"
         How the convolutional (and the chapter's dense) blocks keep their
-        condition; see :meth:`~stablekeras.layers.NonExpansiveConv2D.used_kernel`.
+        condition: normalised in the forward pass
+        (:meth:`~stablekeras.layers.NonExpansiveConv2D.used_kernel`), projected
+        back after each optimizer step, or adaptive sub-steps.
     normalization : {"aol", "gram"}, default "aol"
-        The rescaling of ``mode="normalized"``: AOL scales (a Schur-test bound,
+        The rescaling of ``enforcement="normalize"``: AOL scales (a Schur-test bound,
         no iteration, cheapest) or the Gram-iteration bound (the step on the
         boundary ``h L ||A||^2 = 2`` up to a few percent).
     kernel_size : int, default 3
@@ -312,7 +315,7 @@ def build_network(
     """
     _check_option(network, NETWORKS, "network")
     _check_option(constraint, CONSTRAINTS, "constraint")
-    _check_option(mode, MODES, "mode")
+    _check_option(enforcement, ENFORCEMENTS, "enforcement")
     _check_option(normalization, NORMALIZATIONS, "normalization")
     _check_int(depth, 0, "depth")
     _check_int(dense_width, 2, "dense_width", allow_none=True)
@@ -330,7 +333,7 @@ def build_network(
         step_size=step_size,
         activation=activation,
         integrator=integrator,
-        mode=mode,
+        enforcement=enforcement,
         normalization=normalization,
         strong_convexity=strong_convexity,
     )

@@ -8,7 +8,7 @@ Passing one to an estimator only fills in its ``__init__`` arguments, so
 >>> from stablekeras.presets import get_preset, list_presets
 >>> "chapter" in list_presets()
 True
->>> get_preset("chapter")["mode"]
+>>> get_preset("chapter")["enforcement"]
 'substeps'
 >>> clf = StableClassifier.from_preset("chapter", epochs=5)
 >>> clf.get_params()["network"], clf.get_params()["epochs"]
@@ -57,7 +57,7 @@ def _preset(name, description, **params):
 _CERTIFIED = dict(
     network="certified",
     constraint="nonexpansive",
-    mode="normalized",
+    enforcement="normalize",
     normalization="aol",
     step_size=2.0,
     width=16,
@@ -127,7 +127,7 @@ PRESETS: MappingProxyType = MappingProxyType(
                 "`python -m benchmarks.chapter_mnist`.",
                 network="chapter",
                 constraint="nonexpansive",
-                mode="substeps",
+                enforcement="substeps",
                 step_size=0.25,
                 width=8,
                 depth=4,
@@ -149,7 +149,7 @@ PRESETS: MappingProxyType = MappingProxyType(
                 "(free lift and projection).",
                 network="chapter",
                 constraint="nonexpansive",
-                mode="constraint",
+                enforcement="project",
                 step_size=1.0,
                 width=8,
                 depth=4,

@@ -5,7 +5,7 @@ must be configured before TensorFlow initialises its devices:
 
     python tests/_distributed_fit.py OUT_DIR MODE [MODE ...]
 
-For each MODE ("constraint" or "substeps") it writes ``OUT_DIR/MODE.json``
+For each ENFORCEMENT ("project" or "substeps") it writes ``OUT_DIR/ENFORCEMENT.json``
 (held-out accuracy, replicas, per-block bounds and probe results) and
 ``OUT_DIR/MODE_{proba,pickled,served}.npy`` (``predict_proba`` of the fitted
 estimator, of its pickle round-trip and of its exported SavedModel signature),
@@ -111,18 +111,18 @@ def probe(block, starts, *, n_ascent=64, steps=60, learning_rate=0.05, seed=0):
 
 def run(mode, out_dir, data):
     X_train, X_test, y_train, y_test = data
-    # "mirrored" for one mode and a strategy object for the other: both paths.
-    distribute = "mirrored" if mode == "constraint" else tf.distribute.MirroredStrategy()
-    clf = StableClassifier(mode=mode, distribute=distribute, **FIT).fit(X_train, y_train)
+    # "mirrored" for one enforcement and a strategy object for the other: both paths.
+    distribute = "mirrored" if mode == "project" else tf.distribute.MirroredStrategy()
+    clf = StableClassifier(enforcement=mode, distribute=distribute, **FIT).fit(X_train, y_train)
     strategy = clf.model_.distribute_strategy
     blocks = block_inputs(clf.model_, X_test[:512])
     result = {
         "accuracy": float(clf.score(X_test, y_test)),
         "num_replicas_in_sync": int(strategy.num_replicas_in_sync),
         "strategy": type(strategy).__name__,
-        # exact (float64) kernel norms, and the largest the condition allows in constraint mode
+        # exact (float64) kernel norms, and the largest the condition allows (projected kernels)
         "kernel_norm": [float(b.operator_norm()) for b in blocks],
-        "kernel_norm_limit": [float(b._max_norm()) for b in blocks],
+        "kernel_norm_limit": [float(b._boundary_norm()) for b in blocks],
         "block_bounds": [float(b.lipschitz_bound()) for b in blocks],
         "probe": [probe(b, h) for b, h in blocks.items()],
         "substeps": [int(b.substeps.numpy()) for b in blocks],

@@ -146,7 +146,7 @@ def _matmul_t(v, k):
 
 def _operator(layer):
     """``(A v, A^T z, kernel, ||A||, products of A, products of A^T)``, dense or conv."""
-    normalized = getattr(layer, "mode", None) == "normalized"
+    normalized = getattr(layer, "enforcement", None) == "normalize"
     k = _f64(layer.used_kernel() if normalized else layer._run_kernel())
     if k.shape.rank == 2:
         norm = spectral.dense_norm(k.numpy())
@@ -178,7 +178,7 @@ def _gradient_step(layer):
     apply, adjoint, k, norm, m_a, m_at = _operator(layer)
     b, s = _bias(layer), layer.activation
     mu = as_run(layer.strong_convexity, F16)
-    if layer.mode != "substeps":  # "constraint" or "normalized": one step of size h
+    if layer.enforcement != "substeps":  # "constraint" or "normalized": one step of size h
         steps, h = 1, as_run(layer.step_size, F16)
     else:
         steps, h = layer._schedule(layer._graph_norm())

@@ -34,18 +34,18 @@ CONFIGS = {
         network="chapter",
         depth=2,
         width=16,
-        mode="substeps",
+        enforcement="substeps",
         max_norm=1.0,
         dense_width=None,
         loss="hinge",
     ),
-    # the chapter's convolutional network in constraint mode
+    # the chapter's convolutional network, kernels projected after each step
     "chapter-conv": dict(
         network="chapter",
         depth=1,
         width=8,
         image_shape=(8, 8, 1),
-        mode="constraint",
+        enforcement="project",
         max_norm=1.0,
         dense_width=None,
         loss="hinge",
@@ -161,7 +161,9 @@ def test_allowance_scales_with_roundoff_and_substeps(nets, digits):
     assert np.all(coarse >= default * 2.0**13)
     assert np.all(rounding_allowance(clf, X, unit_roundoff=0) == 0)
     # more sub-steps, more roundings: the same weights with a larger flow time
-    blocks = [layer for layer in clf.model_.layers if getattr(layer, "mode", "") == "substeps"]
+    blocks = [
+        layer for layer in clf.model_.layers if getattr(layer, "enforcement", "") == "substeps"
+    ]
     steps = [layer.substep_schedule().substeps for layer in blocks]
     try:
         for layer in blocks:

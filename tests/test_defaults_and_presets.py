@@ -47,7 +47,7 @@ def test_defaults_build_a_certified_network():
     assert images.lipschitz_bound_ <= 1.0 + 1e-4
     kinds = [type(layer).__name__ for layer in images.model_.layers]
     assert kinds[1:4] == ["IsometricLift", "NonExpansiveConv2D", "NonExpansiveConv2D"]
-    assert all(layer.mode == "normalized" for layer in images.model_.layers[2:4])
+    assert all(layer.enforcement == "normalize" for layer in images.model_.layers[2:4])
     reg = StableRegressor(**SMALL).fit(X[:300], y[:300].astype(float))
     # the network is 1-Lipschitz; the fixed output rescaling multiplies by the target scale
     assert reg.lipschitz_bound_ <= np.std(y[:300]) * (1.0 + 1e-4)
@@ -112,12 +112,12 @@ def test_presets_can_be_listed_inspected_and_passed():
         assert set(get_preset(name, for_regressor=True)) == set(params) - CLASSIFIER_ONLY
         assert not set(reg.get_params()) & (CLASSIFIER_ONLY - {"loss"})
     # the registry cannot be changed through what get_preset returns
-    get_preset("chapter")["mode"] = "constraint"
-    assert PRESETS["chapter"].params["mode"] == "substeps"
+    get_preset("chapter")["enforcement"] = "project"
+    assert PRESETS["chapter"].params["enforcement"] == "substeps"
     with pytest.raises(ValueError, match="name='chapters'"):
         get_preset("chapters")
     with pytest.raises(TypeError):
-        PRESETS["chapter"].params["mode"] = "constraint"
+        PRESETS["chapter"].params["enforcement"] = "project"
 
 
 def test_the_certified_preset_is_the_defaults():
@@ -130,9 +130,11 @@ def test_presets_give_flat_parameters_to_clone_pickle_and_grid_search():
     clf = StableClassifier.from_preset("chapter", image_shape=(8, 8, 1), epochs=2, random_state=0)
     assert clone(clf).get_params() == clf.get_params()
     assert pickle.loads(pickle.dumps(clf)).get_params() == clf.get_params()
-    search = GridSearchCV(clf, {"step_size": [0.25, 0.5], "mode": ["substeps", "constraint"]}, cv=2)
+    search = GridSearchCV(
+        clf, {"step_size": [0.25, 0.5], "enforcement": ["substeps", "project"]}, cv=2
+    )
     search.fit(X[:200], y[:200])
-    assert set(search.best_params_) == {"step_size", "mode"}
+    assert set(search.best_params_) == {"step_size", "enforcement"}
     assert search.best_estimator_.network == "chapter"
 
 
@@ -142,3 +144,24 @@ def test_renamed_parameters_name_their_successor():
             StableClassifier(**{old: "isometric"})
         with pytest.raises(TypeError, match=f"`{old}` was replaced by `network`"):
             StableRegressor().set_params(**{old: "orthogonal"})
+    with pytest.raises(
+        TypeError, match="`mode` was replaced by `enforcement`.*'constraint' -> 'project'"
+    ):
+        StableClassifier(mode="constraint")
+    with pytest.raises(TypeError, match="`mode` was replaced by `enforcement`"):
+        StableClassifier().set_params(mode="substeps")
+
+
+def test_layers_refuse_mode_and_read_configs_saved_with_it():
+    from stablekeras.layers import ContractiveDense, NonExpansiveConv2D
+
+    with pytest.raises(TypeError, match="pass enforcement='project'"):
+        NonExpansiveConv2D(4, mode="constraint")
+    # a layer config of stablekeras 0.1 (``mode``) loads with the new name
+    config = NonExpansiveConv2D(4, enforcement="substeps").get_config()
+    config["mode"] = config.pop("enforcement")
+    assert NonExpansiveConv2D.from_config(config).enforcement == "substeps"
+    config = ContractiveDense(4).get_config()
+    config.pop("enforcement")
+    config["mode"] = "constraint"
+    assert ContractiveDense.from_config(config).enforcement == "project"

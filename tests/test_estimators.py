@@ -193,7 +193,7 @@ def test_wrong_number_of_features_at_predict(digits):
         ({"epochs": 0}, "epochs"),
         ({"image_shape": (8, 8)}, "image_shape"),
         ({"validation_fraction": 1.5}, "validation_fraction"),
-        ({"mode": "clip"}, "mode"),
+        ({"enforcement": "clip"}, "enforcement"),
     ],
 )
 def test_invalid_hyperparameters_are_named(digits, params, name):

@@ -33,7 +33,7 @@ CASES = [
     (
         "flat-nonexpansive-free-substeps",
         build_nonexpansive_classifier,
-        dict(CHAPTER, mode="substeps"),
+        dict(CHAPTER, enforcement="substeps"),
     ),
     (
         "flat-contractive-max1",
@@ -49,12 +49,12 @@ CASES = [
     (
         "image-nonexpansive-free-substeps",
         build_nonexpansive_classifier,
-        dict(CHAPTER, image_shape=IMAGE, mode="substeps", integrator="rk4"),
+        dict(CHAPTER, image_shape=IMAGE, enforcement="substeps", integrator="rk4"),
     ),
     (
         "image-contractive-free-substeps",
         build_network,
-        dict(CHAPTER, constraint="contractive", image_shape=IMAGE, mode="substeps"),
+        dict(CHAPTER, constraint="contractive", image_shape=IMAGE, enforcement="substeps"),
     ),
     (
         "image-none-max1",
@@ -90,7 +90,7 @@ def _build(builder, kwargs):
         free = kwargs.get("max_norm") is None and isinstance(layer, SpectralDense | SpectralConv2D)
         if free and layer.name in ("lift", "projection", "dense_lift"):
             layer.kernel.assign(2.0 * layer.kernel)  # a free lift and projection: bound > 1
-        if getattr(layer, "mode", None) == "substeps":
+        if getattr(layer, "enforcement", None) == "substeps":
             layer.kernel.assign(3.0 * layer.kernel)  # sub-steps needed
     return model
 
@@ -235,8 +235,8 @@ def test_functional_chain_is_bounded():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(mode="substeps", integrator="heun"),
-        dict(image_shape=IMAGE, max_norm=1.0, mode="substeps"),
+        dict(enforcement="substeps", integrator="heun"),
+        dict(image_shape=IMAGE, max_norm=1.0, enforcement="substeps"),
     ],
     ids=["flat-substeps", "image-substeps"],
 )
@@ -261,10 +261,10 @@ def test_save_and_load_without_custom_objects(tmp_path, kwargs):
 
 def test_calls_outside_fit_change_no_weight_and_no_state():
     model = build_nonexpansive_classifier(
-        (D,), CLASSES, width=4, depth=2, image_shape=IMAGE, mode="substeps", **CHAPTER
+        (D,), CLASSES, width=4, depth=2, image_shape=IMAGE, enforcement="substeps", **CHAPTER
     )
     for layer in model.layers:
-        if getattr(layer, "mode", None) == "substeps":
+        if getattr(layer, "enforcement", None) == "substeps":
             layer.kernel.assign(3.0 * layer.kernel)
     x = np.random.default_rng(1).normal(size=(4, D)).astype("float32")
     before = [w.numpy().copy() for w in model.weights]
@@ -286,7 +286,7 @@ def test_calls_outside_fit_change_no_weight_and_no_state():
         (dict(image_shape=(4, 4, 3)), "image_shape=\\(4, 4, 3\\)"),
         (dict(width=0, network="chapter"), "units=0"),
         (dict(network="resnet"), "network='resnet'"),
-        (dict(mode="clip"), "mode='clip'"),
+        (dict(enforcement="clip"), "enforcement='clip'"),
         (dict(max_norm=1.0), "max_norm=1.0 with network='certified'"),
         (dict(image_shape=(8, 8, 1), width=2, lift_block_size=2), "expected width >= 4"),
         (dict(step_size=0), "step_size=0"),

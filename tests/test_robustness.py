@@ -48,7 +48,7 @@ def digits():
 #: The chapter's dense network with one Euler step per block, trained as these tests were
 #: written for (cross-entropy, batches of 128), independent of the estimator's defaults.
 CHAPTER = dict(
-    network="chapter", mode="constraint", step_size=1.0, dense_width=None, loss="crossentropy",
+    network="chapter", enforcement="project", step_size=1.0, dense_width=None, loss="crossentropy",
     margin=1.0, batch_size=128, learning_rate=0.01, weight_decay=1e-5, random_state=0,
 )  # fmt: skip
 

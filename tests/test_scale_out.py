@@ -29,7 +29,7 @@ from stablekeras.datasets import load_dataset
 from stablekeras.robustness import make_robustness_scorer
 
 HERE = Path(__file__).parent
-MODES = ("constraint", "substeps")
+ENFORCEMENTS = ("project", "substeps")
 
 
 @pytest.fixture(scope="module")
@@ -46,28 +46,28 @@ def mirrored(tmp_path_factory):
     """Run both modes in one subprocess; return its output folder."""
     out = tmp_path_factory.mktemp("mirrored")
     proc = subprocess.run(
-        [sys.executable, str(HERE / "_distributed_fit.py"), str(out), *MODES],
+        [sys.executable, str(HERE / "_distributed_fit.py"), str(out), *ENFORCEMENTS],
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""},
     )
-    if proc.returncode != 0 and not any((out / f"{m}.json").exists() for m in MODES):
+    if proc.returncode != 0 and not any((out / f"{m}.json").exists() for m in ENFORCEMENTS):
         pytest.fail(f"tests/_distributed_fit.py failed:\n{proc.stderr[-4000:]}")
     return out
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_mirrored_fit_keeps_accuracy_guarantee_pickle_and_export(mirrored, mode):
-    error = mirrored / f"{mode}.error"
+@pytest.mark.parametrize("enforcement", ENFORCEMENTS)
+def test_mirrored_fit_keeps_accuracy_guarantee_pickle_and_export(mirrored, enforcement):
+    error = mirrored / f"{enforcement}.error"
     if error.exists():
-        pytest.fail(f"mode={mode!r} failed in the subprocess:\n{error.read_text()}")
-    result = json.loads((mirrored / f"{mode}.json").read_text())
+        pytest.fail(f"enforcement={enforcement!r} failed in the subprocess:\n{error.read_text()}")
+    result = json.loads((mirrored / f"{enforcement}.json").read_text())
 
     assert result["strategy"] == "MirroredStrategy"
     assert result["num_replicas_in_sync"] == 2
     assert result["accuracy"] >= 0.85, result
-    if mode == "constraint":
+    if enforcement == "project":
         # the constraint ran on the mirrored update: every kernel inside its limit
         for norm, limit in zip(result["kernel_norm"], result["kernel_norm_limit"]):
             assert norm <= limit * (1 + 1e-5), (norm, limit)
@@ -75,15 +75,17 @@ def test_mirrored_fit_keeps_accuracy_guarantee_pickle_and_export(mirrored, mode)
     assert all(b <= 1.0 + 1e-6 for b in result["block_bounds"]), result["block_bounds"]
     assert all(r <= 1.0 + 1e-4 for r in result["probe"]), result["probe"]
     assert all(r >= 0.5 for r in result["probe"]), "the probe found no large ratio at all"
-    if mode == "substeps":  # S was recorded in training (aggregated from the first replica)
+    if enforcement == "substeps":  # S was recorded in training (aggregated from the first replica)
         assert max(result["substeps"]) > 1, result["substeps"]
     assert np.isfinite(result["lipschitz_bound_"])
     # A strategy object pickles as "mirrored"; the string stays as it was.
     assert result["pickled_distribute"] == "mirrored"
 
-    proba = np.load(mirrored / f"{mode}_proba.npy")
-    np.testing.assert_array_equal(np.load(mirrored / f"{mode}_pickled.npy"), proba)
-    np.testing.assert_allclose(np.load(mirrored / f"{mode}_served.npy"), proba, rtol=0, atol=1e-5)
+    proba = np.load(mirrored / f"{enforcement}_proba.npy")
+    np.testing.assert_array_equal(np.load(mirrored / f"{enforcement}_pickled.npy"), proba)
+    np.testing.assert_allclose(
+        np.load(mirrored / f"{enforcement}_served.npy"), proba, rtol=0, atol=1e-5
+    )
 
 
 # ---- multi-worker training: two worker processes on 127.0.0.1 ----------------------------

@@ -8,12 +8,18 @@ is non-expansive when ``h nu <= 2 r`` (r the integrator's circle-contractivity
 radius); for ``mu > 0`` (explicit Euler) a step is a contraction with constant
 ``1 - h mu`` when ``h (nu + 2 mu) <= 2``.
 
-Two ways to keep the condition, both checked after every optimizer step:
+Three ways to keep the condition (``enforcement``):
 
-* ``mode="constraint"``: the kernel carries a :class:`~stablekeras.constraints.SpectralNorm`
-  constraint that rescales ``A`` after each optimizer step so that one step of
-  size ``step_size`` satisfies it. Fixed cost.
-* ``mode="substeps"``: the weights are free and the block integrates a time
+* ``enforcement="project"``: the kernel carries a
+  :class:`~stablekeras.constraints.SpectralNorm` constraint that rescales ``A``
+  back into the set after each optimizer step (a projection), so that one step
+  of size ``step_size`` satisfies it. Fixed cost.
+* ``enforcement="normalize"``: the kernel is rescaled in every forward pass, by
+  AOL scales or by its Gram-iteration bound, onto ``||A|| = min(1, a_max)``
+  (:meth:`~NonExpansiveConv2D.used_kernel`): the step is a reparametrisation
+  that holds for any weights, and on the boundary of its condition for
+  ``h = 2 r / L_s``. Fixed cost.
+* ``enforcement="substeps"``: the weights are free and the block integrates a time
   ``T = step_size`` in ``S = ceil(T nu / (2 r))`` steps of ``T / S`` (the
   chapter's notebook), with ``S`` recomputed from the current weights at every
   call. ``S`` is capped at ``max_substeps``; past the cap the step shrinks to
@@ -62,7 +68,10 @@ __all__ = [
     "SubstepCapWarning",
 ]
 
-_MODES = ("constraint", "substeps", "normalized")
+_ENFORCEMENTS = ("project", "normalize", "substeps")
+
+#: What ``mode`` (stablekeras 0.1) was called and the names its values have now.
+_MODE_VALUES = {"constraint": "project", "normalized": "normalize", "substeps": "substeps"}
 _NORMALIZATIONS = ("aol", "gram")
 
 
@@ -82,7 +91,7 @@ class SubstepSchedule(NamedTuple):
     Attributes
     ----------
     substeps : int
-        ``S``, the number of steps per call (1 in constraint mode).
+        ``S``, the number of steps per call (1 unless ``enforcement="substeps"``).
     step : float
         ``h``, the size of each step.
     time : float
@@ -106,6 +115,15 @@ class SubstepSchedule(NamedTuple):
         return self.required_substeps > self.substeps
 
 
+def _renamed_mode_message(value) -> str:
+    new = _MODE_VALUES.get(value, value) if isinstance(value, str) else value
+    return (
+        "`mode` was renamed to `enforcement` (its values: 'constraint' -> 'project', "
+        f"'normalized' -> 'normalize', 'substeps'). Received: mode={value!r}; "
+        f"pass enforcement={new!r}"
+    )
+
+
 class _GradientStep(keras.layers.Layer):
     """Shared machinery; see the module docstring for the mathematics."""
 
@@ -117,7 +135,7 @@ class _GradientStep(keras.layers.Layer):
         step_size: float = 1.0,
         activation="relu",
         integrator="euler",
-        mode: str = "constraint",
+        enforcement: str = "project",
         use_bias: bool = True,
         bias_initializer="zeros",
         max_substeps: int = 32,
@@ -125,16 +143,18 @@ class _GradientStep(keras.layers.Layer):
         normalization: str = "aol",
         **kwargs,
     ):
+        if "mode" in kwargs:
+            raise TypeError(_renamed_mode_message(kwargs["mode"]))
         super().__init__(**kwargs)
         self.step_size = positive_float(step_size, "step_size")
         self.activation = _activations.get(activation)
         self.integrator = _integrators.get(integrator)
-        if mode not in _MODES:
+        if enforcement not in _ENFORCEMENTS:
             raise ValueError(
-                f"Received an invalid value for `mode`, expected one of {_MODES}. "
-                f"Received: mode={mode!r}"
+                f"Received an invalid value for `enforcement`, expected one of "
+                f"{_ENFORCEMENTS}. Received: enforcement={enforcement!r}"
             )
-        self.mode = mode
+        self.enforcement = enforcement
         if normalization not in _NORMALIZATIONS:
             raise ValueError(
                 f"Received an invalid value for `normalization`, expected one of "
@@ -156,7 +176,7 @@ class _GradientStep(keras.layers.Layer):
                     "Contractive layers are analysed for explicit Euler steps only. "
                     f"Received: integrator={self.integrator.name!r}"
                 )
-            if mode != "substeps" and not self.step_size * mu < 1:
+            if enforcement != "substeps" and not self.step_size * mu < 1:
                 raise ValueError(
                     "A contractive step needs step_size * strong_convexity < 1. Received: "
                     f"step_size={self.step_size}, strong_convexity={mu}"
@@ -174,7 +194,7 @@ class _GradientStep(keras.layers.Layer):
             h = h * (1.0 - unit_roundoff(self.compute_dtype))  # fl(h (1 - u)) < h
         return tf.cast(h, self.compute_dtype)
 
-    def _max_norm(self) -> float:
+    def _boundary_norm(self) -> float:
         """Largest ``||A||`` for which one step of size ``step_size`` keeps the guarantee.
 
         With the step size and strong convexity as they run (rounded to the
@@ -189,11 +209,11 @@ class _GradientStep(keras.layers.Layer):
         return math.sqrt((2.0 * r - 2.0 * h * mu) / (h * L))
 
     def build(self, input_shape):
-        constraint_max = self._max_norm() if self.mode == "constraint" else None
+        constraint_max = self._boundary_norm() if self.enforcement == "project" else None
         # normalized: the normalisation runs on the float32 kernel under a mixed-precision
         # policy too (no autocast); only its result is cast (used_kernel)
         bias_shape = self._build_operator(
-            tuple(input_shape), constraint_max, autocast=self.mode != "normalized"
+            tuple(input_shape), constraint_max, autocast=self.enforcement != "normalize"
         )
         self.bias = (
             self.add_weight(name="bias", shape=(bias_shape[-1],), initializer=self.bias_initializer)
@@ -250,7 +270,7 @@ class _GradientStep(keras.layers.Layer):
         Examples
         --------
         >>> import numpy as np
-        >>> layer = NonExpansiveDense(4, step_size=0.5, mode="substeps", max_substeps=2)
+        >>> layer = NonExpansiveDense(4, step_size=0.5, enforcement="substeps", max_substeps=2)
         >>> _ = layer(np.zeros((1, 3), "float32"))
         >>> layer.kernel.assign(100.0 * layer.kernel)  # doctest: +ELLIPSIS
         <...>
@@ -264,7 +284,7 @@ class _GradientStep(keras.layers.Layer):
         ['SubstepCapWarning']
         """
         T = float(self.step_size)
-        if self.mode != "substeps":
+        if self.enforcement != "substeps":
             return SubstepSchedule(1, T, T, T, 1)
         s, h, need = self._schedule_and_need(self._graph_norm())
         schedule = SubstepSchedule(int(s), float(h), int(s) * float(h), T, int(need))
@@ -289,8 +309,8 @@ class _GradientStep(keras.layers.Layer):
     def used_kernel(self):
         """The kernel the layer computes with.
 
-        ``kernel`` itself in the ``"constraint"`` and ``"substeps"`` modes. In
-        ``"normalized"`` mode, ``kernel`` rescaled in the forward pass to the
+        ``kernel`` itself with ``enforcement="project"`` or ``"substeps"``. With
+        ``enforcement="normalize"``, ``kernel`` rescaled in the forward pass to the
         operator norm ``a = min(1, a_max)``, where ``a_max`` is the largest norm
         for which one step of size ``h = step_size`` keeps the guarantee,
         ``a_max^2 = (2 r - 2 h mu) / (h L_s)``. So ``A`` has unit norm and the
@@ -316,10 +336,10 @@ class _GradientStep(keras.layers.Layer):
         shrunk just enough that its rounding to the compute dtype keeps the
         norm (:func:`stablekeras._precision.fit_for_rounding`), then cast.
         """
-        if self.mode != "normalized":
+        if self.enforcement != "normalize":
             return self.kernel
         kernel = tf.cast(self.kernel, tf.float32)
-        target = min(1.0, self._max_norm()) * (1.0 - SAFETY)
+        target = min(1.0, self._boundary_norm()) * (1.0 - SAFETY)
         if self.normalization == "gram":
             kernel = kernel * (target / tf.maximum(self._gram_norm(kernel), 1e-30))
         else:
@@ -339,9 +359,9 @@ class _GradientStep(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = tf.convert_to_tensor(inputs)
-        if self.mode == "constraint":
+        if self.enforcement == "project":
             return self.integrator.step(self._vector_field, x, self.step_size)
-        if self.mode == "normalized":
+        if self.enforcement == "normalize":
             kernel = self.used_kernel()
             return self.integrator.step(lambda y: self._vector_field(y, kernel), x, self.step_size)
         # S and h are a schedule computed from the weights, as after an optimizer
@@ -367,7 +387,7 @@ class _GradientStep(keras.layers.Layer):
     # --- certificates --------------------------------------------------------
     def operator_norm(self) -> float:
         """A sound float64 upper bound of ``||A||`` for the kernel used (:meth:`used_kernel`)."""
-        return self._exact_norm(self.used_kernel() if self.mode == "normalized" else None)
+        return self._exact_norm(self.used_kernel() if self.enforcement == "normalize" else None)
 
     def lipschitz_bound(self) -> float:
         """A sound upper bound of the layer's current Lipschitz constant (l2).
@@ -378,7 +398,7 @@ class _GradientStep(keras.layers.Layer):
         """
         sigma = self.operator_norm()
         schedule = self.substep_schedule()
-        if self.mode != "substeps":
+        if self.enforcement != "substeps":
             steps, h = 1, self._run(self.step_size)
         else:
             steps, h = schedule.substeps, float(self._run_step(tf.constant(schedule.step)))
@@ -392,6 +412,14 @@ class _GradientStep(keras.layers.Layer):
             per_step = self.integrator.lipschitz_growth(h * nu)
         return float(per_step**steps)
 
+    @classmethod
+    def from_config(cls, config):
+        """Also reads the configs of stablekeras 0.1, saved with ``mode`` for ``enforcement``."""
+        config = dict(config)
+        if "mode" in config:
+            config["enforcement"] = _MODE_VALUES[config.pop("mode")]
+        return super().from_config(config)
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -399,7 +427,7 @@ class _GradientStep(keras.layers.Layer):
             "step_size": self.step_size,
             "activation": _activations.serialize(self.activation),
             "integrator": self.integrator.name,
-            "mode": self.mode,
+            "enforcement": self.enforcement,
             "normalization": self.normalization,
             "use_bias": self.use_bias,
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
@@ -414,18 +442,24 @@ class NonExpansiveDense(DenseOperator, _GradientStep):
     One explicit step of the gradient flow of the convex potential
     ``V(x) = 1^T gamma(W x + b)``. It is 1-Lipschitz in l2 whenever
     ``h L_s ||W||_2^2 <= 2 r``, which the layer keeps after every optimizer step
-    (see ``mode``). Output shape = input shape.
+    (see ``enforcement``). Output shape = input shape.
 
     Parameters
     ----------
     units : int
         Rows of ``W`` (the width of the potential), ``W`` has shape ``units x d``.
     step_size : float, default 1.0
-        ``h`` in constraint mode; the time ``T`` per block in sub-step mode.
+        ``h`` of the step; the time ``T`` of the block with ``enforcement="substeps"``.
     activation : str or SlopeRestrictedActivation, default "relu"
         Monotone, slope-restricted ``s``; see :mod:`stablekeras.activations`.
     integrator : {"euler", "heun", "rk4"}, default "euler"
-    mode : {"constraint", "substeps"}, default "constraint"
+    enforcement : {"project", "normalize", "substeps"}, default "project"
+        How the condition is kept (module docstring): the kernel projected back
+        after each optimizer step, normalised in the forward pass, or adaptive
+        sub-steps. (Called ``mode`` in stablekeras 0.1, with the values
+        ``"constraint"`` and ``"substeps"``.)
+    normalization : {"aol", "gram"}, default "aol"
+        The rescaling of ``enforcement="normalize"`` (:meth:`used_kernel`).
     use_bias : bool, default True
     kernel_initializer, bias_initializer : Keras initializers
     max_substeps : int, default 32
@@ -457,7 +491,7 @@ class NonExpansiveDense(DenseOperator, _GradientStep):
         step_size: float = 1.0,
         activation="relu",
         integrator="euler",
-        mode: str = "constraint",
+        enforcement: str = "project",
         use_bias: bool = True,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
@@ -469,7 +503,7 @@ class NonExpansiveDense(DenseOperator, _GradientStep):
             step_size=step_size,
             activation=activation,
             integrator=integrator,
-            mode=mode,
+            enforcement=enforcement,
             use_bias=use_bias,
             bias_initializer=bias_initializer,
             max_substeps=max_substeps,
@@ -496,7 +530,8 @@ class NonExpansiveConv2D(ConvOperator, _GradientStep):
     kernel_size : int or pair, default 3
     strides : int or pair, default 1
     padding : {"same", "valid"}, default "same"
-    step_size, activation, integrator, mode, use_bias, kernel_initializer,
+    step_size, activation, integrator, enforcement, normalization, use_bias, \
+kernel_initializer,
     bias_initializer, max_substeps :
         As in :class:`NonExpansiveDense`.
 
@@ -517,7 +552,7 @@ class NonExpansiveConv2D(ConvOperator, _GradientStep):
         step_size: float = 1.0,
         activation="relu",
         integrator="euler",
-        mode: str = "constraint",
+        enforcement: str = "project",
         use_bias: bool = True,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
@@ -529,7 +564,7 @@ class NonExpansiveConv2D(ConvOperator, _GradientStep):
             step_size=step_size,
             activation=activation,
             integrator=integrator,
-            mode=mode,
+            enforcement=enforcement,
             use_bias=use_bias,
             bias_initializer=bias_initializer,
             max_substeps=max_substeps,
@@ -567,8 +602,10 @@ class ContractiveDense(_Contractive, DenseOperator, _GradientStep):
     units : int
     step_size : float, default 1.0
     strong_convexity : float, default 0.1
-        ``mu > 0``; constraint mode needs ``step_size * mu < 1``.
-    activation, mode, use_bias, kernel_initializer, bias_initializer, max_substeps :
+        ``mu > 0``; one step (``enforcement`` other than ``"substeps"``) needs
+        ``step_size * mu < 1``.
+    activation, enforcement, normalization, use_bias, kernel_initializer, \
+bias_initializer, max_substeps :
         As in :class:`NonExpansiveDense` (the integrator is explicit Euler).
 
     Examples
@@ -586,7 +623,7 @@ class ContractiveDense(_Contractive, DenseOperator, _GradientStep):
         step_size: float = 1.0,
         strong_convexity: float = 0.1,
         activation="relu",
-        mode: str = "constraint",
+        enforcement: str = "project",
         use_bias: bool = True,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
@@ -599,7 +636,7 @@ class ContractiveDense(_Contractive, DenseOperator, _GradientStep):
             step_size=step_size,
             activation=activation,
             integrator=integrator,
-            mode=mode,
+            enforcement=enforcement,
             use_bias=use_bias,
             bias_initializer=bias_initializer,
             max_substeps=max_substeps,
@@ -634,7 +671,7 @@ class ContractiveConv2D(_Contractive, ConvOperator, _GradientStep):
         step_size: float = 1.0,
         strong_convexity: float = 0.1,
         activation="relu",
-        mode: str = "constraint",
+        enforcement: str = "project",
         use_bias: bool = True,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
@@ -647,7 +684,7 @@ class ContractiveConv2D(_Contractive, ConvOperator, _GradientStep):
             step_size=step_size,
             activation=activation,
             integrator=integrator,
-            mode=mode,
+            enforcement=enforcement,
             use_bias=use_bias,
             bias_initializer=bias_initializer,
             max_substeps=max_substeps,

@@ -59,7 +59,7 @@ FAMILIES = {
     ),
     "nonexpansive_dense_substeps": (
         lambda: NonExpansiveDense(
-            16, step_size=2.0, mode="substeps", kernel_initializer=BIG, bias_initializer=BIAS
+            16, step_size=2.0, enforcement="substeps", kernel_initializer=BIG, bias_initializer=BIAS
         ),
         (12,),
         None,
@@ -80,7 +80,7 @@ FAMILIES = {
             6,
             3,
             step_size=2.0,
-            mode="normalized",
+            enforcement="normalize",
             normalization="aol",
             kernel_initializer=BIG,
             bias_initializer=BIAS,
@@ -93,7 +93,7 @@ FAMILIES = {
             6,
             3,
             step_size=2.0,
-            mode="normalized",
+            enforcement="normalize",
             normalization="gram",
             kernel_initializer=BIG,
             bias_initializer=BIAS,
@@ -103,14 +103,23 @@ FAMILIES = {
     ),
     "nonexpansive_dense_normalized_h03": (
         lambda: NonExpansiveDense(
-            16, step_size=0.3, mode="normalized", kernel_initializer=BIG, bias_initializer=BIAS
+            16,
+            step_size=0.3,
+            enforcement="normalize",
+            kernel_initializer=BIG,
+            bias_initializer=BIAS,
         ),
         (12,),
         1.0,
     ),
     "contractive_conv_normalized": (
         lambda: ContractiveConv2D(
-            6, 3, step_size=1.0, strong_convexity=0.3, mode="normalized", kernel_initializer=BIG
+            6,
+            3,
+            step_size=1.0,
+            strong_convexity=0.3,
+            enforcement="normalize",
+            kernel_initializer=BIG,
         ),
         (6, 6, 4),
         "contractive",

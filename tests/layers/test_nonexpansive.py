@@ -35,29 +35,29 @@ from stablekeras.layers import (
 TOL = 1e-4  # float32 rounding allowance on ratios
 ACTIVATIONS = ["relu", "leaky_relu", "elu", "tanh", "sigmoid", "softplus"]
 INTEGRATORS = ["euler", "heun", "rk4"]
-MODES = ["constraint", "substeps"]
+ENFORCEMENTS = ["project", "substeps"]
 # Every activation in both modes, the integrators cycling so that every integrator
 # meets every mode twice (12 trained layers instead of the 36 of the full grid).
 DENSE_CASES = [
     (a, INTEGRATORS[(ai + mi) % 3], mode)
     for ai, a in enumerate(ACTIVATIONS)
-    for mi, mode in enumerate(MODES)
+    for mi, mode in enumerate(ENFORCEMENTS)
 ]
 DENSE_DIM = 4
 IMAGE = (7, 7, 2)  # odd size: exercises the output padding of the strided adjoint
 CONV_CASES = [
     # activation, integrator, mode, kernel_size, strides, padding
-    ("relu", "euler", "constraint", 3, 1, "same"),
+    ("relu", "euler", "project", 3, 1, "same"),
     ("leaky_relu", "heun", "substeps", 3, 2, "same"),
-    ("elu", "rk4", "constraint", 2, 2, "valid"),
+    ("elu", "rk4", "project", 2, 2, "valid"),
     ("tanh", "euler", "substeps", 4, 1, "valid"),
-    ("sigmoid", "heun", "constraint", 5, 1, "same"),
+    ("sigmoid", "heun", "project", 5, 1, "same"),
     ("softplus", "rk4", "substeps", 1, 1, "same"),
 ]
 # The convolutions train into the sub-step cap, where the step shrinks below T / S
 # (the dense layers cover the uncapped schedule); a low cap keeps the loops short.
 CONV_MAX_SUBSTEPS = 6
-CONTRACTIVE_CASES = list(itertools.product(["dense", "conv"], MODES))
+CONTRACTIVE_CASES = list(itertools.product(["dense", "conv"], ENFORCEMENTS))
 MU = 0.2
 
 
@@ -79,7 +79,7 @@ def _fit(layers, input_shape, steps=30, batch=16):
 
 
 def _overdriven(layer_factory, input_shape, factor=2.0):
-    """A constraint-mode layer whose kernel is set past the boundary, bypassing the constraint."""
+    """A projected layer whose kernel is set past the boundary, bypassing the constraint."""
     layer = layer_factory()
     layer.build((None, *input_shape))
     kernel = layer.kernel.numpy()
@@ -92,12 +92,14 @@ def _overdriven(layer_factory, input_shape, factor=2.0):
 def dense(fast_graphs):
     keras.utils.set_random_seed(0)
     layers = {
-        case: NonExpansiveDense(8, activation=case[0], integrator=case[1], mode=case[2])
+        case: NonExpansiveDense(8, activation=case[0], integrator=case[1], enforcement=case[2])
         for case in DENSE_CASES
     }
     contractive = {
-        mode: ContractiveDense(8, strong_convexity=MU, mode=mode, activation="relu")
-        for mode in MODES
+        enforcement: ContractiveDense(
+            8, strong_convexity=MU, enforcement=enforcement, activation="relu"
+        )
+        for enforcement in ENFORCEMENTS
     }
     _fit([*layers.values(), *contractive.values()], (DENSE_DIM,))
     overdriven = {
@@ -120,16 +122,21 @@ def conv(fast_graphs):
             padding=case[5],
             activation=case[0],
             integrator=case[1],
-            mode=case[2],
+            enforcement=case[2],
             max_substeps=CONV_MAX_SUBSTEPS,
         )
         for case in CONV_CASES
     }
     contractive = {
-        mode: ContractiveConv2D(
-            4, 3, strong_convexity=MU, mode=mode, activation="tanh", max_substeps=CONV_MAX_SUBSTEPS
+        enforcement: ContractiveConv2D(
+            4,
+            3,
+            strong_convexity=MU,
+            enforcement=enforcement,
+            activation="tanh",
+            max_substeps=CONV_MAX_SUBSTEPS,
         )
-        for mode in MODES
+        for enforcement in ENFORCEMENTS
     }
     _fit([*layers.values(), *contractive.values()], IMAGE)
     everything = [*layers.values(), *contractive.values()]
@@ -138,7 +145,7 @@ def conv(fast_graphs):
 
 
 def _assert_trained_to_the_edge(layer):
-    if layer.mode == "constraint":
+    if layer.enforcement == "project":
         assert layer.operator_norm() >= 0.95 * _boundary(layer), (
             "training did not reach the boundary"
         )
@@ -149,7 +156,9 @@ def _assert_trained_to_the_edge(layer):
 
 
 def test_dense_substeps_schedule_is_exercised_below_the_cap(dense):
-    steps = [int(la.substeps.numpy()) for la in dense["layers"].values() if la.mode == "substeps"]
+    steps = [
+        int(la.substeps.numpy()) for la in dense["layers"].values() if la.enforcement == "substeps"
+    ]
     assert any(1 < s < 32 for s in steps), steps
 
 
@@ -179,12 +188,12 @@ def test_conv_is_non_expansive_after_training(conv, case):
 
 @pytest.mark.parametrize("case", CONTRACTIVE_CASES, ids="-".join)
 def test_contractive_after_training(dense, conv, case):
-    kind, mode = case
+    kind, enforcement = case
     family = dense if kind == "dense" else conv
-    layer = family["contractive"][mode]
+    layer = family["contractive"][enforcement]
     _assert_trained_to_the_edge(layer)
     ratio, bound = family["ratios"][id(layer)], layer.lipschitz_bound()
-    if mode == "constraint":
+    if enforcement == "project":
         assert bound == pytest.approx(1 - layer.step_size * MU, abs=1e-9)
     # in sub-step mode: (1 - h mu)^S for S steps of h <= T / S, recomputed from the weights
     assert bound < 1.0
@@ -223,17 +232,19 @@ def _stateful_model():
     flat = keras.Input((DENSE_DIM,))
     image = keras.Input((6, 5, 2))
     layers = [
-        NonExpansiveDense(6, mode="constraint", integrator="rk4", activation="elu"),
-        NonExpansiveDense(6, mode="substeps", activation="sigmoid"),
-        ContractiveDense(6, mode="substeps", strong_convexity=0.3),
-        NonExpansiveConv2D(3, 3, strides=2, padding="valid", mode="substeps", integrator="heun"),
-        NonExpansiveConv2D(3, 2, mode="constraint", activation="leaky_relu"),
-        ContractiveConv2D(3, 3, mode="constraint", strong_convexity=0.1),
+        NonExpansiveDense(6, enforcement="project", integrator="rk4", activation="elu"),
+        NonExpansiveDense(6, enforcement="substeps", activation="sigmoid"),
+        ContractiveDense(6, enforcement="substeps", strong_convexity=0.3),
+        NonExpansiveConv2D(
+            3, 3, strides=2, padding="valid", enforcement="substeps", integrator="heun"
+        ),
+        NonExpansiveConv2D(3, 2, enforcement="project", activation="leaky_relu"),
+        ContractiveConv2D(3, 3, enforcement="project", strong_convexity=0.1),
     ]
     outputs = [layer(flat if i < 3 else image) for i, layer in enumerate(layers)]
     model = keras.Model([flat, image], outputs)
     for layer in layers:
-        if layer.mode == "substeps":
+        if layer.enforcement == "substeps":
             layer.kernel.assign(3.0 * layer.kernel)
     rng = np.random.default_rng(4)
     x = [
@@ -294,14 +305,14 @@ def test_get_config_round_trip():
         step_size=0.5,
         activation={"name": "leaky_relu", "config": {"alpha": 0.3}},
         integrator="rk4",
-        mode="substeps",
+        enforcement="substeps",
         use_bias=False,
         max_substeps=7,
     )
     clone = NonExpansiveConv2D.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
     assert clone.activation.alpha == 0.3 and clone.kernel_size == (2, 3)
-    contractive = ContractiveDense(4, strong_convexity=0.25, mode="substeps")
+    contractive = ContractiveDense(4, strong_convexity=0.25, enforcement="substeps")
     assert ContractiveDense.from_config(contractive.get_config()).strong_convexity == 0.25
 
 
@@ -315,7 +326,7 @@ def test_constraint_mode_starts_inside_the_set():
 
 def test_substeps_cap_shrinks_the_step_warns_once_and_reports_it():
     """Past the cap the block integrates S h < T: it says so once, with the numbers."""
-    layer = NonExpansiveDense(6, step_size=0.5, mode="substeps", max_substeps=2)
+    layer = NonExpansiveDense(6, step_size=0.5, enforcement="substeps", max_substeps=2)
     layer.build((None, DENSE_DIM))
     layer.kernel.assign(10.0 * layer.kernel)
     x = np.random.default_rng(5).normal(size=(4, DENSE_DIM)).astype("float32")
@@ -349,7 +360,7 @@ def test_substeps_cap_shrinks_the_step_warns_once_and_reports_it():
 
 
 def test_substep_schedule_below_the_cap_keeps_the_time_silently():
-    layer = NonExpansiveDense(6, step_size=0.5, mode="substeps", max_substeps=64)
+    layer = NonExpansiveDense(6, step_size=0.5, enforcement="substeps", max_substeps=64)
     layer.build((None, DENSE_DIM))
     layer.kernel.assign(10.0 * layer.kernel)
     with warnings.catch_warnings():
@@ -387,7 +398,7 @@ def test_substep_schedule_below_the_cap_keeps_the_time_silently():
             "alpha=-0.2",
         ),
         (NonExpansiveDense, dict(units=4, integrator="midpoint"), "integrator='midpoint'"),
-        (NonExpansiveDense, dict(units=4, mode="clip"), "mode='clip'"),
+        (NonExpansiveDense, dict(units=4, enforcement="clip"), "enforcement='clip'"),
         (NonExpansiveDense, dict(units=4, max_substeps=0), "max_substeps=0"),
         (NonExpansiveConv2D, dict(filters=4, padding="full"), "padding='full'"),
         (NonExpansiveConv2D, dict(filters=4, kernel_size=0), "kernel_size"),

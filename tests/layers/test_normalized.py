@@ -1,4 +1,4 @@
-"""Gradient steps in ``mode="normalized"``: the kernel rescaled in every forward pass.
+"""Gradient steps in ``enforcement="normalize"``: the kernel rescaled in every forward pass.
 
 The certified convolutional layer of the package: ``x - h A^T s(Ax + b)`` with ``A``
 normalised (Gram-iteration bound, or AOL scales) onto ``||A|| = min(1, a_max)``.
@@ -67,16 +67,18 @@ def trained(fast_graphs):
             padding=case[5],
             activation=case[1],
             integrator=case[2],
-            mode="normalized",
+            enforcement="normalize",
             normalization=case[0],
             step_size=2.0 if case[1] == "relu" else 1.0,
         )
         for case in CONV_CASES
     }
-    contractive = ContractiveConv2D(6, 3, mode="normalized", strong_convexity=0.2, step_size=1.5)
+    contractive = ContractiveConv2D(
+        6, 3, enforcement="normalize", strong_convexity=0.2, step_size=1.5
+    )
     dense = {
         case: NonExpansiveDense(
-            8, activation=case[1], mode="normalized", normalization=case[0], step_size=2.0
+            8, activation=case[1], enforcement="normalize", normalization=case[0], step_size=2.0
         )
         for case in DENSE_CASES
     }
@@ -133,7 +135,7 @@ def test_contractive_normalized_step(trained):
 
 def test_probe_has_power_on_a_normalized_layer_past_the_boundary():
     """The same probe finds expansion when the step is too long for the normalised A."""
-    layer = NonExpansiveConv2D(6, 3, mode="normalized", normalization="gram", step_size=2.0)
+    layer = NonExpansiveConv2D(6, 3, enforcement="normalize", normalization="gram", step_size=2.0)
     layer.build((None, *IMAGE))
     # h = 6 with ||A|| = 1: h L ||A||^2 = 6 > 2, the step expands (1 - 6 = -5 along A)
     kernel = layer.used_kernel()
@@ -151,7 +153,7 @@ def test_bound_is_tight_against_the_jacobian():
     where no unit is active, a reflection on the boundary; its norm is 1.
     """
     keras.utils.set_random_seed(3)
-    layer = NonExpansiveConv2D(4, 3, mode="normalized", normalization="gram", step_size=2.0)
+    layer = NonExpansiveConv2D(4, 3, enforcement="normalize", normalization="gram", step_size=2.0)
     x = np.random.default_rng(0).normal(size=(6, 5, 5, 2)).astype("float32")
     layer(x)
     x = tf.constant(x)
@@ -196,7 +198,9 @@ def test_aol_scales_are_sound(kernel_shape, strides, padding, grid):
 def test_used_kernel_operators_are_exact_adjoints():
     rng = np.random.default_rng(8)
     for normalization in ("gram", "aol"):
-        layer = NonExpansiveConv2D(3, 3, strides=2, mode="normalized", normalization=normalization)
+        layer = NonExpansiveConv2D(
+            3, 3, strides=2, enforcement="normalize", normalization=normalization
+        )
         layer.build((None, 7, 6, 2))
         kernel = layer.used_kernel()
         x = rng.normal(size=(2, 7, 6, 2)).astype("float32")
@@ -208,7 +212,7 @@ def test_used_kernel_operators_are_exact_adjoints():
 
 
 def test_gradients_reach_the_raw_kernel_through_the_normalisation():
-    layer = NonExpansiveConv2D(3, 3, mode="normalized")
+    layer = NonExpansiveConv2D(3, 3, enforcement="normalize")
     x = tf.constant(np.random.default_rng(9).normal(size=(2, 5, 5, 2)).astype("float32"))
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(x) ** 2)
@@ -233,7 +237,7 @@ def test_save_and_load_without_custom_objects(tmp_path):
         lift_block_size=1,
     )
     blocks = [layer for layer in model.layers if isinstance(layer, NonExpansiveConv2D)]
-    assert len(blocks) == 2 and all(layer.mode == "normalized" for layer in blocks)
+    assert len(blocks) == 2 and all(layer.enforcement == "normalize" for layer in blocks)
     x = np.random.default_rng(5).normal(size=(4, 75)).astype("float32")
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
@@ -244,7 +248,7 @@ def test_save_and_load_without_custom_objects(tmp_path):
         assert clone.normalization == layer.normalization
     assert lipschitz_bound(loaded) == pytest.approx(lipschitz_bound(model), rel=1e-9)
     assert lipschitz_bound(model) <= 1.0 + 1e-5
-    aol = NonExpansiveConv2D(3, mode="normalized", normalization="aol")
+    aol = NonExpansiveConv2D(3, enforcement="normalize", normalization="aol")
     assert NonExpansiveConv2D.from_config(aol.get_config()).normalization == "aol"
 
 
@@ -265,14 +269,14 @@ def test_whole_network_bound_after_training(fast_graphs):
 
 def test_bad_normalization_is_named():
     with pytest.raises(ValueError, match="normalization='power'"):
-        NonExpansiveConv2D(3, mode="normalized", normalization="power")
+        NonExpansiveConv2D(3, enforcement="normalize", normalization="power")
     with pytest.raises(ValueError, match="normalization='power'"):
         NonExpansiveDense(3, normalization="power")
 
 
 def test_operator_matrix_helper_agrees_with_the_layer():
     """The explicit matrix used above is the layer's own A (guards the test helper)."""
-    layer = NonExpansiveConv2D(2, 3, mode="normalized")
+    layer = NonExpansiveConv2D(2, 3, enforcement="normalize")
     layer.build((None, 4, 4, 1))
     kernel = layer.used_kernel()
     m = operator_matrix(lambda e: layer._apply(tf.cast(e, tf.float32), kernel), (4, 4, 1))

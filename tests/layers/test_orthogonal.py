@@ -189,7 +189,7 @@ def test_default_network_is_the_certified_one():
     kinds = [type(layer).__name__ for layer in model.layers[1:]]
     assert kinds[:2] == ["IsometricLift", "NonExpansiveConv2D"]
     assert kinds[-3:] == ["OrthogonalDense", "OrthogonalNonExpansiveDense", "OrthogonalDense"]
-    assert model.layers[2].mode == "normalized"
+    assert model.layers[2].enforcement == "normalize"
 
 
 def test_chapter_network_is_one_parameter_away():
