@@ -103,16 +103,16 @@ def test_every_script_writes_through_the_one_writer(script):
 
 
 def test_write_result_records_the_run(tmp_path, monkeypatch):
-    run = _results.start(BENCHMARKS / "levers.py", ["--n", "10"])
+    run = _results.start(BENCHMARKS / "fit_speed.py", ["--n", "10"])
     path = _results.write_result(run, {"value": 1.5}, tmp_path / "sub" / "out.json")
     saved = json.loads(path.read_text())
     assert saved["value"] == 1.5
     check_provenance(saved["provenance"])
-    assert saved["provenance"]["command"] == "python -m benchmarks.levers --n 10"
-    assert saved["provenance"]["script"] == "benchmarks/levers.py"
+    assert saved["provenance"]["command"] == "python -m benchmarks.fit_speed --n 10"
+    assert saved["provenance"]["script"] == "benchmarks/fit_speed.py"
     # the default place is benchmarks/results/<script>.json
     monkeypatch.setattr(_results, "RESULTS_DIR", tmp_path / "results")
-    assert _results.write_result(run, {}) == tmp_path / "results" / "levers.json"
+    assert _results.write_result(run, {}) == tmp_path / "results" / "fit_speed.json"
 
 
 @pytest.mark.skipif(not mnist_available(), reason="../shared/data/mnist-t10k missing")
@@ -120,7 +120,18 @@ def test_a_script_run_end_to_end_writes_its_provenance(tmp_path):
     from benchmarks import fit_speed
 
     out = tmp_path / "fit_speed.json"
-    argv = ["--n", "64", "--epochs", "1", "--pairs", "1", "--no-substeps", "--out", str(out)]
+    argv = [
+        "--n",
+        "64",
+        "--epochs",
+        "1",
+        "--pairs",
+        "1",
+        "--enforcements",
+        "normalize",
+        "--out",
+        str(out),
+    ]
     returned = fit_speed.main(argv)
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(returned))
@@ -128,4 +139,4 @@ def test_a_script_run_end_to_end_writes_its_provenance(tmp_path):
     assert saved["provenance"]["command"] == shlex.join(
         ["python", "-m", "benchmarks.fit_speed", *argv]
     )
-    assert saved["n_images"] == 64 and saved["constraint_mode"]["ratio"]["median"] > 0
+    assert saved["n_images"] == 64 and saved["enforcement"]["normalize"]["ratio"]["median"] > 0
