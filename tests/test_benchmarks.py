@@ -67,3 +67,21 @@ def test_grid_search_speed_quick_runs_both_searches_and_reports_the_speedup(tmp_
     # the workers ran with their share of the cores, not all of them each
     share = max(joblib.cpu_count() // 2, 1)
     assert result["worker_thread_pools_intra_inter"] == [[share, share]]
+
+
+def test_certified_sweep_smoke_reports_held_out_and_training_certificates(tmp_path):
+    from benchmarks import certified_sweep
+    from benchmarks._data import mnist_available
+
+    if not mnist_available():
+        import pytest
+
+        pytest.skip("../shared/data/mnist-t10k missing")
+    out = tmp_path / "sweep.json"
+    result = certified_sweep.main(["--smoke", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["smoke"] is True and len(saved["variants"]) == 2
+    for row in saved["variants"].values():
+        assert 0.0 <= row["certified"]["1.58"] <= row["certified"]["0.141"] <= row["clean"]
+        assert row["lipschitz_bound"] <= 1.0 + 1e-4
+    assert set(result["variants"]) == set(saved["variants"])
