@@ -80,7 +80,7 @@ def scaling(X, y, *, epochs: int = 1) -> dict:
     table = {"depth": {}, "width": {}, "batch_size": {}}
     for depth in (2, 4, 8, 16):
         table["depth"][depth] = _fit_seconds(X, y, depth=depth, epochs=epochs)[0] / epochs
-    for width in (8, 16, 32):
+    for width in (16, 24, 32):  # the 4x4 lift gives 16 channels: width >= 16
         table["width"][width] = _fit_seconds(X, y, width=width, epochs=epochs)[0] / epochs
     for batch in (32, 128, 512):
         table["batch_size"][batch] = _fit_seconds(X, y, batch_size=batch, epochs=epochs)[0] / epochs
