@@ -54,17 +54,25 @@ def test_decision_function_is_logits(digits):
 def test_multi_output_regression(digits):
     X, y = digits
     Y = np.c_[y, -2.0 * y, np.sin(y)].astype(np.float32)
-    # the certified default (1-Lipschitz in standardised units; R^2 0.53 measured) and the
-    # chapter's free network (0.82): both learn all three outputs
-    reg = StableRegressor(random_state=0).fit(X[:1200], Y[:1200])
+    reg = StableRegressor(**SMALL).fit(X[:600], Y[:600])
     pred = reg.predict(X[1200:])
     assert pred.shape == (len(X) - 1200, 3)
-    assert reg.score(X[1200:], Y[1200:]) > 0.45
-    free = StableRegressor(network="chapter", width=16, depth=2, epochs=30, random_state=0)
-    assert free.fit(X[:1200], Y[:1200]).score(X[1200:], Y[1200:]) > 0.7
+    assert reg.score(X[1200:], Y[1200:]) > 0.0  # better than the mean of each output
     single = StableRegressor(**SMALL).fit(X[:200], y[:200].astype(float))
     assert single.predict(X[:5]).shape == (5,)
     assert single.lipschitz_bound_ == pytest.approx(lipschitz_bound(single.model_))
+
+
+@pytest.mark.slow
+def test_multi_output_regression_learns_at_the_defaults(digits):
+    X, y = digits
+    Y = np.c_[y, -2.0 * y, np.sin(y)].astype(np.float32)
+    # the certified default (1-Lipschitz in standardised units; R^2 0.53 measured) and the
+    # chapter's free network (0.82): both learn all three outputs
+    reg = StableRegressor(random_state=0).fit(X[:1200], Y[:1200])
+    assert reg.score(X[1200:], Y[1200:]) > 0.45
+    free = StableRegressor(network="chapter", width=16, depth=2, epochs=30, random_state=0)
+    assert free.fit(X[:1200], Y[:1200]).score(X[1200:], Y[1200:]) > 0.7
 
 
 def test_verbose_shows_keras_progress(digits, capfd):
@@ -222,6 +230,7 @@ def test_unfitted_predict_raises(digits):
 # ---- the acceptance scenario: a pipeline grid-searched in worker processes -----------------
 
 
+@pytest.mark.slow  # 8 fits in two workers; test_estimator_options covers n_jobs=2 by default
 def test_pipeline_grid_search_with_string_labels_in_workers(digits):
     X, y = digits
     labels = np.array(["zero one two three four five six seven eight nine".split()[v] for v in y])

@@ -5,7 +5,6 @@ Every estimator is fitted once per module on scikit-learn's digits (pixels / 16)
 
 from __future__ import annotations
 
-import doctest
 import pickle
 
 import matplotlib
@@ -483,12 +482,3 @@ def test_public_api():
         assert callable(obj) or isinstance(obj, tuple)
         if callable(obj):
             assert "Examples" in obj.__doc__, name
-
-
-def test_module_doctests():
-    result = doctest.testmod(
-        robustness, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-    )
-    assert result.attempted > 0
-    assert result.failed == 0
-    plt.close("all")
