@@ -30,6 +30,7 @@ _SUBMODULES = (
     "losses",
     "models",
     "spectral",
+    "bounds",
     "estimators",
     "presets",
     "robustness",

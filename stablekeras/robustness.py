@@ -987,14 +987,14 @@ def _rounding_chain_length(layer) -> int:
 
 def _rounding_terms(model, n_features, unit_roundoff):
     """``(gamma_N, Lambda, rho_0 + beta)`` of the allowance, for a chain of layers."""
-    from stablekeras.models import _layer_bound  # the bounds `lipschitz_bound` multiplies
+    from stablekeras.bounds import layer_bound  # the bounds `lipschitz_bound` multiplies
 
     layers = _chain(model)
     u = _model_unit_roundoff(layers) if unit_roundoff is None else float(unit_roundoff)
     if not (u >= 0 and math.isfinite(u)):
         raise _invalid("unit_roundoff", "None or a finite number >= 0", unit_roundoff)
     n_total = sum(_rounding_chain_length(layer) for layer in layers)
-    growth = math.prod(max(1.0, _layer_bound(layer)) for layer in layers)
+    growth = math.prod(max(1.0, layer_bound(layer)) for layer in layers)
     # rho_0: the largest layer output at x = 0; beta: the largest bias.
     h = tf.zeros((1, n_features), dtype=tf.float32)
     rho0 = 0.0
@@ -1184,11 +1184,11 @@ def _last_linear_kernel(layer):
 
 def _pairwise_radius(est, logits, margin, L, X, unit_roundoff) -> np.ndarray:
     """``min_j (z_t - z_j - a) / (||w_t - w_j|| L_body)`` per point (see certified_radius)."""
-    from stablekeras.models import _layer_bound  # the bounds `lipschitz_bound` multiplies
+    from stablekeras.bounds import layer_bound  # the bounds `lipschitz_bound` multiplies
 
     layers = _chain(est.model_)
     kernel = np.asarray(_last_linear_kernel(layers[-1]), dtype=np.float64)
-    L_body = math.prod(_layer_bound(layer) for layer in layers[:-1])
+    L_body = math.prod(layer_bound(layer) for layer in layers[:-1])
     logits = np.asarray(logits, dtype=np.float64)
     top = np.argmax(logits, axis=1)
     gaps = logits[np.arange(len(logits)), top][:, None] - logits  # z_t - z_j

@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from stablekeras import _checks
+
 __all__ = [
     "conv2d",
     "conv2d_adjoint",
@@ -47,36 +49,14 @@ __all__ = [
 ]
 
 
-def _pair(value, name: str) -> tuple[int, int]:
-    if isinstance(value, int | np.integer):
-        value = (int(value), int(value))
-    value = tuple(int(v) for v in value)
-    if len(value) != 2 or min(value) < 1:
-        raise ValueError(
-            f"Received an invalid value for `{name}`, expected a positive integer or a "
-            f"pair of them. Received: {name}={value}"
-        )
-    return value
-
-
-def _padding(padding: str) -> str:
-    p = str(padding).upper()
-    if p not in ("SAME", "VALID"):
-        raise ValueError(
-            "Received an invalid value for `padding`, expected 'same' or 'valid'. "
-            f"Received: padding={padding!r}"
-        )
-    return p
-
-
 def conv2d_output_shape(
     input_hw: Sequence[int], kernel_size, strides=1, padding: str = "same"
 ) -> tuple[int, int]:
     """Spatial output shape of ``conv2d`` on an input of spatial shape ``input_hw``."""
-    kh, kw = _pair(kernel_size, "kernel_size")
-    sh, sw = _pair(strides, "strides")
+    kh, kw = _checks.pair(kernel_size, "kernel_size")
+    sh, sw = _checks.pair(strides, "strides")
     h, w = (int(v) for v in input_hw)
-    if _padding(padding) == "SAME":
+    if _checks.padding(padding) == "SAME":
         return (-(-h // sh), -(-w // sw))
     return ((h - kh) // sh + 1, (w - kw) // sw + 1)
 
@@ -86,7 +66,9 @@ def conv2d(x, kernel, strides=1, padding: str = "same"):
 
     ``kernel`` has shape ``(kh, kw, c_in, c_out)``.
     """
-    return tf.nn.conv2d(x, kernel, strides=_pair(strides, "strides"), padding=_padding(padding))
+    return tf.nn.conv2d(
+        x, kernel, strides=_checks.pair(strides, "strides"), padding=_checks.padding(padding)
+    )
 
 
 def conv2d_adjoint(z, kernel, input_shape, strides=1, padding: str = "same"):
@@ -102,8 +84,8 @@ def conv2d_adjoint(z, kernel, input_shape, strides=1, padding: str = "same"):
         z,
         kernel,
         output_shape=out_shape,
-        strides=_pair(strides, "strides"),
-        padding=_padding(padding),
+        strides=_checks.pair(strides, "strides"),
+        padding=_checks.padding(padding),
     )
 
 
@@ -198,7 +180,7 @@ def _axis_grid(n: int, k: int, s: int, padding: str) -> int:
 
 def _circular_grid(input_hw, kernel_hw, strides, padding) -> tuple[int, int]:
     """Grid (in polyphase units) on which the circular convolution embeds the linear one."""
-    padding = _padding(padding)
+    padding = _checks.padding(padding)
     return tuple(
         _axis_grid(int(n), int(k), s, padding) for n, k, s in zip(input_hw, kernel_hw, strides)
     )
@@ -262,8 +244,8 @@ def conv2d_norm_bound(kernel, input_hw: Sequence[int], strides=1, padding: str =
     k = np.asarray(kernel, dtype=np.float64)
     if k.ndim != 4:
         raise ValueError(f"Expected a 4-D convolution kernel. Received a kernel of shape {k.shape}")
-    strides = _pair(strides, "strides")
-    _padding(padding)
+    strides = _checks.pair(strides, "strides")
+    _checks.padding(padding)
     if min(_explicit_dims(k.shape, input_hw, strides, padding)) == 0:
         return 0.0
     if _explicit_is_small(k.shape, input_hw, strides, padding):
@@ -318,8 +300,8 @@ def conv2d_gram_bound(kernel, input_hw, strides=1, padding: str = "same", iterat
     columns) is bounded instead by Gram iteration on its explicit matrix, which
     is within ``gram_overestimate_factor`` of its norm.
     """
-    strides = _pair(strides, "strides")
-    _padding(padding)
+    strides = _checks.pair(strides, "strides")
+    _checks.padding(padding)
     k = tf.cast(tf.convert_to_tensor(kernel), tf.float32)
     if min(_explicit_dims(k.shape, input_hw, strides, padding)) == 0:
         return tf.constant(0.0)
@@ -369,7 +351,7 @@ def conv2d_aol_scales(kernel, strides=1, eps: float = 1e-12):
     Sound with no power iteration, and cheap: one small convolution of the
     kernel with itself.
     """
-    _pair(strides, "strides")  # any stride: see above
+    _checks.pair(strides, "strides")  # any stride: see above
     k = tf.convert_to_tensor(kernel)
     kh, kw = int(k.shape[0]), int(k.shape[1])
     # the c_out filters as a batch of (kh, kw, c_in) images, padded to the full correlation

@@ -6,7 +6,8 @@ import keras
 import tensorflow as tf
 
 from stablekeras import activations as _activations
-from stablekeras.layers._operators import ConvOperator, DenseOperator, positive_float
+from stablekeras._checks import positive_float
+from stablekeras.layers._operators import ConvOperator, DenseOperator
 
 __all__ = ["SpectralDense", "SpectralConv2D"]
 

@@ -55,9 +55,10 @@ import tensorflow as tf
 
 from stablekeras import activations as _activations
 from stablekeras import integrators as _integrators
+from stablekeras._checks import positive_float, positive_int
 from stablekeras._precision import as_run, fit_for_rounding, is_low_precision, unit_roundoff
 from stablekeras.constraints import SAFETY
-from stablekeras.layers._operators import ConvOperator, DenseOperator, positive_float, positive_int
+from stablekeras.layers._operators import ConvOperator, DenseOperator
 
 __all__ = [
     "NonExpansiveDense",

@@ -49,9 +49,9 @@ import tensorflow as tf
 
 from stablekeras import activations as _activations
 from stablekeras import spectral
+from stablekeras._checks import positive_float, positive_int
 from stablekeras._precision import as_run, fit_for_rounding, is_low_precision
 from stablekeras.constraints import SAFETY
-from stablekeras.layers._operators import positive_float, positive_int
 
 __all__ = ["IsometricLift", "OrthogonalDense", "OrthogonalNonExpansiveDense"]
 
