@@ -95,11 +95,11 @@ def default_block_size(image_shape: Sequence[int]) -> int:
     return 1
 
 
-def _conv_block(
+def _block(
     constraint,
     *,
     width,
-    kernel_size,
+    kernel_size=None,
     step_size,
     activation,
     integrator,
@@ -108,34 +108,24 @@ def _conv_block(
     strong_convexity,
     name,
 ):
+    """One block of ``constraint``: convolutional with a ``kernel_size``, dense without."""
+    if kernel_size is None:
+        shape = (width,)
+        residual, contractive, nonexpansive = ResidualDense, ContractiveDense, NonExpansiveDense
+    else:
+        shape = (width, kernel_size)
+        residual, contractive, nonexpansive = (
+            ResidualConv2D,
+            ContractiveConv2D,
+            NonExpansiveConv2D,
+        )
     common = dict(step_size=step_size, activation=activation, name=name)
     if constraint == "none":
-        return ResidualConv2D(width, kernel_size, **common)
+        return residual(*shape, **common)
     common.update(enforcement=enforcement, normalization=normalization)
     if constraint == "contractive":
-        return ContractiveConv2D(width, kernel_size, strong_convexity=strong_convexity, **common)
-    return NonExpansiveConv2D(width, kernel_size, integrator=integrator, **common)
-
-
-def _dense_block(
-    constraint,
-    *,
-    width,
-    step_size,
-    activation,
-    integrator,
-    enforcement,
-    normalization,
-    strong_convexity,
-    name,
-):
-    common = dict(step_size=step_size, activation=activation, name=name)
-    if constraint == "none":
-        return ResidualDense(width, **common)
-    common.update(enforcement=enforcement, normalization=normalization)
-    if constraint == "contractive":
-        return ContractiveDense(width, strong_convexity=strong_convexity, **common)
-    return NonExpansiveDense(width, integrator=integrator, **common)
+        return contractive(*shape, strong_convexity=strong_convexity, **common)
+    return nonexpansive(*shape, integrator=integrator, **common)
 
 
 def _orthogonal_stage(constraint, n_units, depth, *, step_size, activation, strong_convexity):
@@ -201,6 +191,49 @@ def _check_image_shape(image_shape, input_shape):
             f"expected (height, width, channels) with {math.prod(input_shape)} values"
         )
     return image_shape
+
+
+def _check_network_args(
+    network, constraint, enforcement, normalization, depth, dense_width, dense_depth,
+    lift_block_size, max_norm,
+):  # fmt: skip
+    """The arguments of :func:`build_network`, each and together."""
+    _checks.option(network, NETWORKS, "network")
+    _checks.option(constraint, CONSTRAINTS, "constraint")
+    _checks.option(enforcement, ENFORCEMENTS, "enforcement")
+    _checks.option(normalization, NORMALIZATIONS, "normalization")
+    _checks.int_at_least(depth, 0, "depth")
+    _checks.int_at_least(dense_width, 2, "dense_width", allow_none=True)
+    _checks.int_at_least(dense_depth, 0, "dense_depth")
+    _checks.int_at_least(lift_block_size, 1, "lift_block_size", allow_none=True)
+    if network == "certified" and max_norm is not None:
+        raise ValueError(
+            "max_norm caps the lift and projection of network='chapter'; the certified "
+            f"network's are orthogonal (norm 1). Received: max_norm={max_norm!r} with "
+            "network='certified'"
+        )
+
+
+def _image_stage(
+    network, constraint, input_shape, image_shape, width, depth, kernel_size, lift_block_size,
+    max_norm, blocks,
+) -> list:  # fmt: skip
+    """From the flat input to the flat features of the convolutional blocks: reshape, the
+    stem (lift, and the chapter's pooling), the blocks, flatten."""
+    image_shape = _check_image_shape(image_shape, input_shape)
+    layers = []
+    if image_shape != input_shape:
+        layers.append(keras.layers.Reshape(image_shape, name="to_image"))
+    stem, pool = _image_stem(network, constraint, image_shape, width, lift_block_size, max_norm)
+    layers += stem
+    layers += [
+        _block(constraint, width=width, kernel_size=kernel_size, name=f"block_{i}", **blocks)
+        for i in range(int(depth))
+    ]
+    if pool:
+        layers.append(keras.layers.MaxPooling2D(2, name="pool_blocks"))
+    layers.append(keras.layers.Flatten(name="flatten"))
+    return layers
 
 
 def build_network(
@@ -293,20 +326,10 @@ def build_network(
     >>> all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
     True
     """
-    _checks.option(network, NETWORKS, "network")
-    _checks.option(constraint, CONSTRAINTS, "constraint")
-    _checks.option(enforcement, ENFORCEMENTS, "enforcement")
-    _checks.option(normalization, NORMALIZATIONS, "normalization")
-    _checks.int_at_least(depth, 0, "depth")
-    _checks.int_at_least(dense_width, 2, "dense_width", allow_none=True)
-    _checks.int_at_least(dense_depth, 0, "dense_depth")
-    _checks.int_at_least(lift_block_size, 1, "lift_block_size", allow_none=True)
-    if network == "certified" and max_norm is not None:
-        raise ValueError(
-            "max_norm caps the lift and projection of network='chapter'; the certified "
-            f"network's are orthogonal (norm 1). Received: max_norm={max_norm!r} with "
-            "network='certified'"
-        )
+    _check_network_args(
+        network, constraint, enforcement, normalization, depth, dense_width, dense_depth,
+        lift_block_size, max_norm,
+    )  # fmt: skip
     input_shape = tuple(int(v) for v in input_shape)
     image = image_shape is not None
     blocks = dict(
@@ -319,25 +342,14 @@ def build_network(
     )
     layers: list[keras.layers.Layer] = [keras.Input(shape=input_shape)]
     if image:
-        image_shape = _check_image_shape(image_shape, input_shape)
-        if image_shape != input_shape:
-            layers.append(keras.layers.Reshape(image_shape, name="to_image"))
-        stem, pool = _image_stem(network, constraint, image_shape, width, lift_block_size, max_norm)
-        layers += stem
-        layers += [
-            _conv_block(
-                constraint, width=width, kernel_size=kernel_size, name=f"block_{i}", **blocks
-            )
-            for i in range(int(depth))
-        ]
-        if pool:
-            layers.append(keras.layers.MaxPooling2D(2, name="pool_blocks"))
-        layers.append(keras.layers.Flatten(name="flatten"))
+        layers += _image_stage(
+            network, constraint, input_shape, image_shape, width, depth, kernel_size,
+            lift_block_size, max_norm, blocks,
+        )  # fmt: skip
     elif network == "chapter":
         layers.append(SpectralDense(width, max_norm=max_norm, name="lift"))
         layers += [
-            _dense_block(constraint, width=width, name=f"block_{i}", **blocks)
-            for i in range(int(depth))
+            _block(constraint, width=width, name=f"block_{i}", **blocks) for i in range(int(depth))
         ]
     if dense_width is not None:
         layers += _orthogonal_stage(

@@ -56,12 +56,17 @@ Examples
 True
 """
 
-from stablekeras.robustness._settings import ATTACKS
+from stablekeras.robustness import _settings
 from stablekeras.robustness.attacks import generate_adversarial, robust_accuracy
 from stablekeras.robustness.certify import certified_accuracy, certified_mask, certified_radius
 from stablekeras.robustness.curves import format_table, plot_robustness_curve, robustness_curve
 from stablekeras.robustness.rounding import rounding_allowance
 from stablekeras.robustness.scoring import make_certified_scorer, make_robustness_scorer
+
+#: The attacks that run: CleverHans's fast gradient method, projected gradient
+#: descent, the basic iterative method (PGD without random start) and the
+#: momentum iterative method.
+ATTACKS = _settings.ATTACKS
 
 __all__ = [
     "ATTACKS",

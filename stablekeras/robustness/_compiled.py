@@ -1,13 +1,7 @@
 """The compiled CleverHans loops: one ``tf.function`` per model and attack setting.
 
-FGSM is CleverHans's ``fast_gradient_method``. PGD, BIM and MIM iterate
-CleverHans's own step (``fast_gradient_method``; for MIM ``compute_gradient`` and
-``optimize_linear``), projection (``clip_eta``) and random start
-(``random_lp_vector``) in a ``tf.while_loop``, instead of the Python loop of
-``projected_gradient_descent`` / ``momentum_iterative_method``, which unrolls every
-iteration into the graph: with 100 steps on the chapter's sub-stepped network (a
-``tf.while_loop`` per block) that graph took over 9 minutes to compile for 6 seconds
-of attack.
+Why ``tf.while_loop`` and not CleverHans's own PGD and MIM functions: see the
+docstring of :mod:`stablekeras.robustness`.
 
 Every function has the input signature ``[None, n_features]``, so the last,
 partial batch does not retrace, and is cached per Keras model (the entries die

@@ -281,38 +281,9 @@ def robust_accuracy(
     X : array-like of shape (n_samples, n_features)
     y : array-like of shape (n_samples,)
         True labels, from ``classes_``.
-    attack : {"fgsm", "pgd", "bim", "mim"}, default="pgd"
-        The fast gradient (sign) method, projected gradient descent (``"bim"``:
-        without random start, the basic iterative method) or the momentum
-        iterative method, as in CleverHans. ``"cw"`` / ``"carlini_wagner_l2"`` and
-        ``"spsa"`` raise ``ValueError`` (broken in CleverHans 4.0.0 with Keras 3;
-        use ``loss="margin"`` for the Carlini-Wagner objective).
-    eps : float
-        Radius of the perturbation ball, >= 0. ``eps=0`` runs no attack.
-    norm : {2, np.inf, "l2", "linf", "inf"}, default=2
-        Norm of the ball.
-    steps : int, default=20
-        Iterations of PGD, BIM and MIM (unused by FGSM).
-    step_size : float or None, default=None
-        Step of each iteration, at most ``eps``; ``None`` is ``2.5 * eps / steps``
-        (capped at ``eps``). Unused by FGSM, which takes one step of ``eps``.
-    random_start : bool, default=False
-        PGD only: start from a uniform random point of the ball (Madry et al.).
-    loss : {"crossentropy", "margin", "both"}, default="crossentropy"
-        The loss the attack increases: CleverHans's softmax cross-entropy, or the
-        Carlini-Wagner margin ``max_{j != y} z_j - z_y``. ``"both"`` runs the
-        attack once with each loss, and a point counts as robust only if it
-        survives both (the stronger measure: cross-entropy gradients vanish on a
-        saturated softmax, the margin's do not).
-    clip : (float, float) or None, default=(0.0, 1.0)
-        Box the adversarial points stay in (pixels in [0, 1]); ``None`` does not
-        clip. ``X`` itself must lie in the box.
-    batch_size : int, default=512
-        Points attacked per call of the compiled attack.
-    random_state : int, RandomState or None, default=None
-        Seeds the random start, so that two calls give the same points.
-    verbose : int, default=0
-        1 shows a progress bar over batches.
+    attack, eps, norm, steps, step_size, random_start, loss, clip, batch_size, \
+random_state, verbose :
+        The attack, as in :func:`generate_adversarial` (same defaults).
     sample_weight : array-like of shape (n_samples,), optional
         Weights of the points in the mean.
 

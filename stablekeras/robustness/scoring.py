@@ -13,32 +13,21 @@ from stablekeras.robustness.certify import certified_accuracy
 __all__ = ["make_robustness_scorer", "make_certified_scorer"]
 
 
-class _RobustnessScorer:
-    """``scorer(estimator, X, y)``: :func:`robust_accuracy` with fixed settings (picklable)."""
+class _Scorer:
+    """``scorer(estimator, X, y)``: ``measure`` with fixed settings (picklable: the
+    measure is a module-level function, pickled by reference)."""
 
-    def __init__(self, kwargs):
+    def __init__(self, measure, factory: str, kwargs):
+        self._measure = measure
+        self._factory = factory
         self._kwargs = dict(kwargs)
 
     def __call__(self, estimator, X, y, sample_weight=None):
-        return robust_accuracy(estimator, X, y, sample_weight=sample_weight, **self._kwargs)
+        return self._measure(estimator, X, y, sample_weight=sample_weight, **self._kwargs)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
-        return f"make_robustness_scorer({args})"
-
-
-class _CertifiedScorer:
-    """``scorer(estimator, X, y)``: :func:`certified_accuracy` at a fixed eps (picklable)."""
-
-    def __init__(self, kwargs):
-        self._kwargs = dict(kwargs)
-
-    def __call__(self, estimator, X, y, sample_weight=None):
-        return certified_accuracy(estimator, X, y, sample_weight=sample_weight, **self._kwargs)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
-        return f"make_certified_scorer({args})"
+        return f"{self._factory}({args})"
 
 
 def make_robustness_scorer(
@@ -63,38 +52,10 @@ def make_robustness_scorer(
 
     Parameters
     ----------
-    attack : {"fgsm", "pgd", "bim", "mim"}, default="pgd"
-        The fast gradient (sign) method, projected gradient descent (``"bim"``:
-        without random start, the basic iterative method) or the momentum
-        iterative method, as in CleverHans. ``"cw"`` / ``"carlini_wagner_l2"`` and
-        ``"spsa"`` raise ``ValueError`` (broken in CleverHans 4.0.0 with Keras 3;
-        use ``loss="margin"`` for the Carlini-Wagner objective).
-    eps : float
-        Radius of the perturbation ball, >= 0. ``eps=0`` runs no attack.
-    norm : {2, np.inf, "l2", "linf", "inf"}, default=2
-        Norm of the ball.
-    steps : int, default=20
-        Iterations of PGD, BIM and MIM (unused by FGSM).
-    step_size : float or None, default=None
-        Step of each iteration, at most ``eps``; ``None`` is ``2.5 * eps / steps``
-        (capped at ``eps``). Unused by FGSM, which takes one step of ``eps``.
-    random_start : bool, default=False
-        PGD only: start from a uniform random point of the ball (Madry et al.).
-    loss : {"crossentropy", "margin", "both"}, default="crossentropy"
-        The loss the attack increases: CleverHans's softmax cross-entropy, or the
-        Carlini-Wagner margin ``max_{j != y} z_j - z_y``. ``"both"`` runs the
-        attack once with each loss, and a point counts as robust only if it
-        survives both (the stronger measure: cross-entropy gradients vanish on a
-        saturated softmax, the margin's do not).
-    clip : (float, float) or None, default=(0.0, 1.0)
-        Box the adversarial points stay in (pixels in [0, 1]); ``None`` does not
-        clip. ``X`` itself must lie in the box.
-    batch_size : int, default=512
-        Points attacked per call of the compiled attack.
-    random_state : int, RandomState or None, default=None
-        Seeds the random start, so that two calls give the same points.
-    verbose : int, default=0
-        1 shows a progress bar over batches.
+    attack, eps, norm, steps, step_size, random_start, loss, clip, batch_size, \
+random_state, verbose :
+        The attack, as in :func:`~stablekeras.robustness.generate_adversarial` (same
+        defaults).
 
     Returns
     -------
@@ -132,7 +93,7 @@ def make_robustness_scorer(
     )
     AttackSettings(**{k: v for k, v in kwargs.items() if k != "eps"})  # checks them now
     check_eps(eps)
-    return _RobustnessScorer(kwargs)
+    return _Scorer(robust_accuracy, "make_robustness_scorer", kwargs)
 
 
 def make_certified_scorer(
@@ -186,4 +147,4 @@ def make_certified_scorer(
         kwargs["rule"] = rule
     if unit_roundoff is not None:
         kwargs["unit_roundoff"] = unit_roundoff
-    return _CertifiedScorer(kwargs)
+    return _Scorer(certified_accuracy, "make_certified_scorer", kwargs)
