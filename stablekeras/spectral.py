@@ -401,7 +401,8 @@ def bjorck_orthonormalize(kernel, iterations: int):
     Examples
     --------
     >>> import numpy as np
-    >>> q = bjorck_orthonormalize(np.random.default_rng(0).normal(size=(8, 3)), 20)
+    >>> v = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    >>> q = bjorck_orthonormalize(v, 20)
     >>> bool(np.allclose(np.linalg.svd(q.numpy(), compute_uv=False), 1.0, atol=1e-4))
     True
     """

@@ -222,6 +222,7 @@ class GradientStep(keras.layers.Layer):
         Examples
         --------
         >>> import numpy as np
+        >>> from stablekeras.layers import NonExpansiveDense
         >>> layer = NonExpansiveDense(4, step_size=0.5, enforcement="substeps", max_substeps=2)
         >>> _ = layer(np.zeros((1, 3), "float32"))
         >>> layer.kernel.assign(100.0 * layer.kernel)  # doctest: +ELLIPSIS
