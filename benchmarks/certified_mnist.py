@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 
@@ -110,21 +109,11 @@ def certified_accuracies(
 ) -> dict[str, float]:
     """Fraction correct with margin ``> sqrt(2) L eps + allowance``, for each eps (keys
     ``f"{eps:.3g}"``); ``allowance`` from ``stablekeras.robustness.rounding_allowance``."""
+    from stablekeras.robustness import certified_mask
+
     return {
         _key(e): float(np.mean(certified_mask(logits, y, lipschitz, e, allowance))) for e in eps
     }
-
-
-def certified_mask(logits, y, lipschitz: float, eps: float, allowance=0.0) -> np.ndarray:
-    """Per point: correct and margin above ``sqrt(2) L eps + allowance``.
-
-    Computed as ``certified_radius`` does, ``max(m - allowance, 0) / (sqrt(2) L) > eps``,
-    so that it agrees with ``stablekeras.robustness.certified_accuracy`` to the last bit.
-    """
-    logits = np.asarray(logits, np.float64)
-    top2 = np.sort(logits, axis=1)[:, -2:]
-    radius = np.maximum(top2[:, 1] - top2[:, 0] - allowance, 0.0) / (math.sqrt(2) * lipschitz)
-    return (logits.argmax(axis=1) == np.asarray(y)) & (radius > eps)
 
 
 def lipschitz_search(model, X, *, n_pairs: int = 256, steps: int = 50, seed: int = 0) -> float:
@@ -179,7 +168,7 @@ def pgd_columns(
     ``certified_attacked`` (points certified at eps, all attacked) and
     ``certified_but_attacked`` (those of them that an attack broke).
     """
-    from stablekeras.robustness import generate_adversarial
+    from stablekeras.robustness import certified_mask, generate_adversarial
 
     labels = np.searchsorted(clf.classes_, y)
     clean = logits.argmax(axis=1) == labels

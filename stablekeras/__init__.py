@@ -30,6 +30,7 @@ _SUBMODULES = (
     "losses",
     "models",
     "spectral",
+    "bounds",
     "estimators",
     "presets",
     "robustness",
@@ -60,31 +61,9 @@ _HEADLINES = {
     "lipschitz_bound": "stablekeras.models",
 }
 
-__all__ = [
-    "StableClassifier",
-    "StableRegressor",
-    "activations",
-    "constraints",
-    "integrators",
-    "layers",
-    "losses",
-    "models",
-    "spectral",
-    "SpectralNorm",
-    "NonExpansiveDense",
-    "NonExpansiveConv2D",
-    "ContractiveDense",
-    "ContractiveConv2D",
-    "SpectralDense",
-    "SpectralConv2D",
-    "ResidualDense",
-    "ResidualConv2D",
-    "AntisymmetricDense",
-    "HamiltonianDense",
-    "MulticlassHinge",
-    "build_nonexpansive_classifier",
-    "build_resnet_classifier",
-    "lipschitz_bound",
+#: The submodules named in ``__all__`` and the headline names.
+__all__ = ["StableClassifier", "StableRegressor", *_SUBMODULES[:7]] + [
+    name for name in _HEADLINES if not name.startswith("Stable")
 ]
 
 

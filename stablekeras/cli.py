@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stablekeras import __version__
+from stablekeras._io import dump_pickle, format_bound
 from stablekeras.demo import DEMO_SETTINGS, QUICK_SETTINGS
 
 __all__ = ["main", "build_parser"]
@@ -198,23 +199,6 @@ def _load_model(path: str, args):
     return model
 
 
-def _dump_model(model, path: str | os.PathLike) -> None:
-    """Pickle ``model`` to ``path`` via a temporary file, so a failure leaves no torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fmt_bound(value) -> str:
-    return "-" if value is None else f"{value:.4g}"
-
-
 def _say(args, *lines):
     if not args.quiet:
         print(*lines, sep="\n", flush=True)
@@ -259,10 +243,10 @@ def _cmd_train(args) -> int:
     X, y = _load_data(args, split=args.split)
     _say(args, f"training on {len(X)} points of {args.dataset} ({X.shape[1]} features)")
     clf.fit(X, y)
-    _dump_model(clf, args.out)
+    dump_pickle(clf, args.out)
     print(
         f"training accuracy {100 * clf.score(X, y):.1f}%, "
-        f"Lipschitz bound {_fmt_bound(clf.lipschitz_bound_)}"
+        f"Lipschitz bound {format_bound(clf.lipschitz_bound_)}"
     )
     print(f"wrote {args.out}")
     return 0
@@ -292,7 +276,7 @@ def _cmd_evaluate(args) -> int:
         loss=args.loss, clip=None if isinstance(model, Pipeline) else (0.0, 1.0),
         random_state=args.random_state, verbose=int(_keras_verbose(args) == 1), name=name,
     )  # fmt: skip
-    print(f"Lipschitz bound {_fmt_bound(curve['lipschitz_bound'])}, {len(X)} points")
+    print(f"Lipschitz bound {format_bound(curve['lipschitz_bound'])}, {len(X)} points")
     print(format_table(curve))
     return 0
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from stablekeras import spectral
+from stablekeras import _checks, spectral
 from stablekeras._precision import fit_for_rounding, is_low_precision
 
 __all__ = ["SpectralNorm"]
@@ -77,9 +77,9 @@ class SpectralNorm(keras.constraints.Constraint):
             )
         self.max_value = max_value
         self.input_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
-        self.strides = spectral._pair(strides, "strides")
+        self.strides = _checks.pair(strides, "strides")
         self.padding = str(padding).lower()
-        spectral._padding(padding)
+        _checks.padding(padding)
         self.iterations = int(iterations)
         if compute_dtype is not None and not is_low_precision(compute_dtype):
             raise ValueError(

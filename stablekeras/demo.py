@@ -27,12 +27,13 @@ import functools
 import json
 import math
 import os
-import pickle
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from stablekeras._io import dump_pickle, format_bound
 
 __all__ = ["DEMO_SETTINGS", "QUICK_SETTINGS", "run_demo"]
 
@@ -82,17 +83,6 @@ def _fit(clf, X, y, *, desc: str, progress: bool):
     return clf.fit(X, y)
 
 
-def _dump(obj, path: Path) -> None:
-    """Pickle ``obj`` to ``path`` via a temporary file, so a failure leaves no torn file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _json_default(value):
     import numpy as np
 
@@ -109,10 +99,6 @@ def _save_plot(curves, path: Path, title: str) -> None:
     plot_robustness_curve(curves, ax=ax)
     ax.set_title(title)
     fig.savefig(path, dpi=150, bbox_inches="tight")
-
-
-def _fmt_bound(value) -> str:
-    return "-" if value is None else f"{value:.4g}"
 
 
 def run_demo(
@@ -285,7 +271,7 @@ def run_demo(
     files = {}
     for key, clf in models.items():
         files[f"{key}_model"] = out / f"{key}.pkl"
-        _dump(clf, files[f"{key}_model"])
+        dump_pickle(clf, files[f"{key}_model"])
     files["plot"] = out / "robustness.png"
     _save_plot(curves, files["plot"], f"{dataset}: l2-PGD ({attack['steps']} steps), certified")
     files["saved_model"] = Path(export_saved_model(models["stable"], out / "saved_model"))
@@ -310,7 +296,7 @@ def run_demo(
         for s in summary.values():
             print(
                 f"{s['name']}: held-out accuracy {100 * s['held_out_accuracy']:.1f}% "
-                f"({len(X_test)} points), Lipschitz bound {_fmt_bound(s['lipschitz_bound'])}, "
+                f"({len(X_test)} points), Lipschitz bound {format_bound(s['lipschitz_bound'])}, "
                 f"fit {s['fit_seconds']:.0f} s"
             )
         print(

@@ -153,7 +153,7 @@ class _ServingModule(tf.Module):
         self.weights = [v.value for v in model.variables]
         is_classifier = isinstance(estimator, StableClassifier)
         classes = _classes_constant(estimator.classes_) if is_classifier else None
-        flat = not is_classifier and estimator._y_ndim == 1
+        flat = not is_classifier and estimator.y_ndim_ == 1
         spec = tf.TensorSpec([None, n_features], tf.float32, name=INPUT_NAME)
 
         @tf.function(input_signature=[spec])

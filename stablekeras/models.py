@@ -37,8 +37,8 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from stablekeras import activations as _activations
-from stablekeras import spectral
+from stablekeras import _checks
+from stablekeras.bounds import layer_bound, lipschitz_bound
 from stablekeras.layers import (
     ContractiveConv2D,
     ContractiveDense,
@@ -58,6 +58,7 @@ __all__ = [
     "build_nonexpansive_classifier",
     "build_resnet_classifier",
     "lipschitz_bound",
+    "layer_bound",
     "default_block_size",
     "seed_initializers",
     "CONSTRAINTS",
@@ -81,27 +82,6 @@ ENFORCEMENTS = ("normalize", "project", "substeps")
 NORMALIZATIONS = ("aol", "gram")
 
 
-def _is_int_at_least(value, minimum) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | np.integer) and value >= minimum
-
-
-def _check_option(value, options, name):
-    if value not in options:
-        raise ValueError(
-            f"Received an invalid value for `{name}`, expected one of {options}. "
-            f"Received: {name}={value!r}"
-        )
-
-
-def _check_int(value, minimum, name, allow_none=False):
-    if (allow_none and value is None) or _is_int_at_least(value, minimum):
-        return
-    expected = f"{'None or ' if allow_none else ''}an integer >= {minimum}"
-    raise ValueError(
-        f"Received an invalid value for `{name}`, expected {expected}. Received: {name}={value!r}"
-    )
-
-
 def default_block_size(image_shape: Sequence[int]) -> int:
     """The isometric lift's patch side when ``lift_block_size`` is None.
 
@@ -115,11 +95,11 @@ def default_block_size(image_shape: Sequence[int]) -> int:
     return 1
 
 
-def _conv_block(
+def _block(
     constraint,
     *,
     width,
-    kernel_size,
+    kernel_size=None,
     step_size,
     activation,
     integrator,
@@ -128,34 +108,24 @@ def _conv_block(
     strong_convexity,
     name,
 ):
+    """One block of ``constraint``: convolutional with a ``kernel_size``, dense without."""
+    if kernel_size is None:
+        shape = (width,)
+        residual, contractive, nonexpansive = ResidualDense, ContractiveDense, NonExpansiveDense
+    else:
+        shape = (width, kernel_size)
+        residual, contractive, nonexpansive = (
+            ResidualConv2D,
+            ContractiveConv2D,
+            NonExpansiveConv2D,
+        )
     common = dict(step_size=step_size, activation=activation, name=name)
     if constraint == "none":
-        return ResidualConv2D(width, kernel_size, **common)
+        return residual(*shape, **common)
     common.update(enforcement=enforcement, normalization=normalization)
     if constraint == "contractive":
-        return ContractiveConv2D(width, kernel_size, strong_convexity=strong_convexity, **common)
-    return NonExpansiveConv2D(width, kernel_size, integrator=integrator, **common)
-
-
-def _dense_block(
-    constraint,
-    *,
-    width,
-    step_size,
-    activation,
-    integrator,
-    enforcement,
-    normalization,
-    strong_convexity,
-    name,
-):
-    common = dict(step_size=step_size, activation=activation, name=name)
-    if constraint == "none":
-        return ResidualDense(width, **common)
-    common.update(enforcement=enforcement, normalization=normalization)
-    if constraint == "contractive":
-        return ContractiveDense(width, strong_convexity=strong_convexity, **common)
-    return NonExpansiveDense(width, integrator=integrator, **common)
+        return contractive(*shape, strong_convexity=strong_convexity, **common)
+    return nonexpansive(*shape, integrator=integrator, **common)
 
 
 def _orthogonal_stage(constraint, n_units, depth, *, step_size, activation, strong_convexity):
@@ -221,6 +191,49 @@ def _check_image_shape(image_shape, input_shape):
             f"expected (height, width, channels) with {math.prod(input_shape)} values"
         )
     return image_shape
+
+
+def _check_network_args(
+    network, constraint, enforcement, normalization, depth, dense_width, dense_depth,
+    lift_block_size, max_norm,
+):  # fmt: skip
+    """The arguments of :func:`build_network`, each and together."""
+    _checks.option(network, NETWORKS, "network")
+    _checks.option(constraint, CONSTRAINTS, "constraint")
+    _checks.option(enforcement, ENFORCEMENTS, "enforcement")
+    _checks.option(normalization, NORMALIZATIONS, "normalization")
+    _checks.int_at_least(depth, 0, "depth")
+    _checks.int_at_least(dense_width, 2, "dense_width", allow_none=True)
+    _checks.int_at_least(dense_depth, 0, "dense_depth")
+    _checks.int_at_least(lift_block_size, 1, "lift_block_size", allow_none=True)
+    if network == "certified" and max_norm is not None:
+        raise ValueError(
+            "max_norm caps the lift and projection of network='chapter'; the certified "
+            f"network's are orthogonal (norm 1). Received: max_norm={max_norm!r} with "
+            "network='certified'"
+        )
+
+
+def _image_stage(
+    network, constraint, input_shape, image_shape, width, depth, kernel_size, lift_block_size,
+    max_norm, blocks,
+) -> list:  # fmt: skip
+    """From the flat input to the flat features of the convolutional blocks: reshape, the
+    stem (lift, and the chapter's pooling), the blocks, flatten."""
+    image_shape = _check_image_shape(image_shape, input_shape)
+    layers = []
+    if image_shape != input_shape:
+        layers.append(keras.layers.Reshape(image_shape, name="to_image"))
+    stem, pool = _image_stem(network, constraint, image_shape, width, lift_block_size, max_norm)
+    layers += stem
+    layers += [
+        _block(constraint, width=width, kernel_size=kernel_size, name=f"block_{i}", **blocks)
+        for i in range(int(depth))
+    ]
+    if pool:
+        layers.append(keras.layers.MaxPooling2D(2, name="pool_blocks"))
+    layers.append(keras.layers.Flatten(name="flatten"))
+    return layers
 
 
 def build_network(
@@ -313,20 +326,10 @@ def build_network(
     >>> all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
     True
     """
-    _check_option(network, NETWORKS, "network")
-    _check_option(constraint, CONSTRAINTS, "constraint")
-    _check_option(enforcement, ENFORCEMENTS, "enforcement")
-    _check_option(normalization, NORMALIZATIONS, "normalization")
-    _check_int(depth, 0, "depth")
-    _check_int(dense_width, 2, "dense_width", allow_none=True)
-    _check_int(dense_depth, 0, "dense_depth")
-    _check_int(lift_block_size, 1, "lift_block_size", allow_none=True)
-    if network == "certified" and max_norm is not None:
-        raise ValueError(
-            "max_norm caps the lift and projection of network='chapter'; the certified "
-            f"network's are orthogonal (norm 1). Received: max_norm={max_norm!r} with "
-            "network='certified'"
-        )
+    _check_network_args(
+        network, constraint, enforcement, normalization, depth, dense_width, dense_depth,
+        lift_block_size, max_norm,
+    )  # fmt: skip
     input_shape = tuple(int(v) for v in input_shape)
     image = image_shape is not None
     blocks = dict(
@@ -339,25 +342,14 @@ def build_network(
     )
     layers: list[keras.layers.Layer] = [keras.Input(shape=input_shape)]
     if image:
-        image_shape = _check_image_shape(image_shape, input_shape)
-        if image_shape != input_shape:
-            layers.append(keras.layers.Reshape(image_shape, name="to_image"))
-        stem, pool = _image_stem(network, constraint, image_shape, width, lift_block_size, max_norm)
-        layers += stem
-        layers += [
-            _conv_block(
-                constraint, width=width, kernel_size=kernel_size, name=f"block_{i}", **blocks
-            )
-            for i in range(int(depth))
-        ]
-        if pool:
-            layers.append(keras.layers.MaxPooling2D(2, name="pool_blocks"))
-        layers.append(keras.layers.Flatten(name="flatten"))
+        layers += _image_stage(
+            network, constraint, input_shape, image_shape, width, depth, kernel_size,
+            lift_block_size, max_norm, blocks,
+        )  # fmt: skip
     elif network == "chapter":
         layers.append(SpectralDense(width, max_norm=max_norm, name="lift"))
         layers += [
-            _dense_block(constraint, width=width, name=f"block_{i}", **blocks)
-            for i in range(int(depth))
+            _block(constraint, width=width, name=f"block_{i}", **blocks) for i in range(int(depth))
         ]
     if dense_width is not None:
         layers += _orthogonal_stage(
@@ -443,100 +435,3 @@ def build_resnet_classifier(input_shape, n_classes: int, **kwargs) -> keras.Sequ
     """The unconstrained ResNet baseline of the same shape (``constraint="none"``)."""
     kwargs["constraint"] = "none"
     return build_network(input_shape, n_classes, **kwargs)
-
-
-def _pool_bound(layer) -> float:
-    pool = spectral._pair(layer.pool_size, "pool_size")
-    strides = spectral._pair(layer.strides or layer.pool_size, "strides")
-    overlap = math.prod(-(-p // s) for p, s in zip(pool, strides))
-    if isinstance(layer, keras.layers.MaxPooling2D):
-        # each input lies in at most `overlap` windows: ||max pool x||^2 <= overlap ||x||^2
-        return math.sqrt(overlap)
-    # average pooling: each output is the mean of the c >= c_min inputs of its window,
-    # so its square is at most (1 / c_min) times their sum of squares. With "same"
-    # padding the border windows hold fewer inputs: Keras averages over those only.
-    count = math.prod(pool)
-    if layer.padding == "same":
-        count = 1
-        for n, p, s in zip(layer.input.shape[1:3], pool, strides):
-            n_out = -(-n // s)
-            count *= min(p, n - (n_out - 1) * s)  # the last window loses the whole padding
-    return math.sqrt(overlap / count)
-
-
-def _layer_bound(layer) -> float:
-    if hasattr(layer, "lipschitz_bound"):
-        return float(layer.lipschitz_bound())
-    if isinstance(
-        layer,
-        keras.layers.InputLayer
-        | keras.layers.Flatten
-        | keras.layers.Reshape
-        | keras.layers.Dropout
-        | keras.layers.Identity,
-    ):
-        return 1.0
-    if isinstance(layer, keras.layers.MaxPooling2D | keras.layers.AveragePooling2D):
-        return _pool_bound(layer)
-    if isinstance(layer, keras.layers.GlobalAveragePooling2D):
-        h, w = layer.input.shape[1:3]
-        return 1.0 / math.sqrt(h * w)
-    if isinstance(layer, keras.layers.Rescaling):
-        return float(np.max(np.abs(np.asarray(layer.scale, dtype=np.float64))))
-    if isinstance(layer, keras.layers.Activation):
-        return _activations.get(layer.activation).slope
-    if isinstance(layer, keras.layers.Dense | keras.layers.Conv2D):
-        act = layer.activation
-        slope = 1.0 if act is keras.activations.linear else _activations.get(act).slope
-        kernel = keras.ops.convert_to_numpy(layer.kernel)
-        if isinstance(layer, keras.layers.Dense):
-            return spectral.dense_norm(kernel) * slope
-        if layer.dilation_rate not in ((1, 1), 1) or layer.groups != 1:
-            raise ValueError(
-                f"lipschitz_bound cannot bound the dilated or grouped convolution {layer.name!r}"
-            )
-        return (
-            spectral.conv2d_norm_bound(kernel, layer.input.shape[1:3], layer.strides, layer.padding)
-            * slope
-        )
-    raise ValueError(
-        f"lipschitz_bound cannot bound layer {layer.name!r} of type {type(layer).__name__}: "
-        "expected stablekeras layers, Dense/Conv2D with a monotone activation, pooling, "
-        "Flatten, Reshape or Dropout"
-    )
-
-
-def lipschitz_bound(model: keras.Model) -> float:
-    """A sound upper bound of the l2 Lipschitz constant of a sequential model.
-
-    The product of the layers' sound bounds. Raises ``ValueError`` for a model
-    that is not a chain of layers or for a layer it cannot bound.
-
-    Examples
-    --------
-    >>> model = build_nonexpansive_classifier((4,), 3, dense_width=8, dense_depth=1)
-    >>> lipschitz_bound(model) <= 1.0 + 1e-5
-    True
-    """
-    if not isinstance(model, keras.Sequential):
-        layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-        for prev, layer in zip(layers, layers[1:]):
-            if len(layer._inbound_nodes) != 1 or layer.input is not prev.output:
-                raise ValueError(
-                    f"lipschitz_bound needs a chain of layers; layer {layer.name!r} of model "
-                    f"{model.name!r} does not take the previous layer's output"
-                )
-    else:
-        layers = model.layers
-    bound = 1.0
-    for layer in layers:
-        try:
-            bound *= _layer_bound(layer)
-        except ValueError as err:
-            if f"{layer.name!r}" in str(err):
-                raise
-            raise ValueError(
-                f"lipschitz_bound cannot bound layer {layer.name!r} of type "
-                f"{type(layer).__name__}: {err}"
-            ) from err
-    return float(bound)

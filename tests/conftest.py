@@ -1,7 +1,8 @@
 """Shared test set-up: quiet TensorFlow, one BLAS thread, a seed per test, helpers on the path.
 
 This directory is put on ``sys.path`` by pytest (it holds a conftest), so the test
-modules can ``import lipschitz_probe`` and ``import operator_matrices``.
+modules import their helpers from ``tests/_support`` as ``_support.lipschitz_probe``,
+``_support.operator_matrices``, ...
 """
 
 import os
@@ -11,9 +12,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow's own threads and makes a 100x100 SVD take a second.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-# A script that test_scale_out runs in a subprocess (it configures TensorFlow's devices
+# A script that test_distributed_fit runs in a subprocess (it configures TensorFlow's devices
 # when imported): not a module for `make test`'s doctest collection to import.
-collect_ignore = ["_distributed_fit.py"]
+collect_ignore = ["_support/_distributed_fit.py"]
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

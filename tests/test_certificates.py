@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from stablekeras import StableClassifier, robustness
+from stablekeras import StableClassifier
 from stablekeras.robustness import (
     certified_accuracy,
     certified_radius,
     make_certified_scorer,
     rounding_allowance,
 )
+from stablekeras.robustness._inputs import predict_logits
 
 CONFIGS = {
     # the certified network (every layer bounded by 1): flat features, and images
@@ -75,7 +76,7 @@ def nets(digits):
 
 def _margins(clf, X):
     """Top minus second of the logits the certificates compute (same batch, same rounding)."""
-    top2 = np.sort(robustness._logits(clf, X), axis=1)[:, -2:]
+    top2 = np.sort(predict_logits(clf, X), axis=1)[:, -2:]
     return top2[:, 1] - top2[:, 0]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks import certified_mnist as bench
 from benchmarks._data import mnist_available
+from stablekeras.robustness import certified_mask
 
 needs_mnist = pytest.mark.skipif(not mnist_available(), reason="../shared/data/mnist-t10k missing")
 
@@ -21,7 +22,7 @@ def test_certified_accuracies_by_hand():
     # a bound of 2 halves every certified radius
     assert bench.certified_accuracies(logits, y, 2.0, eps=(1.0,))["1"] == pytest.approx(0.0)
     assert bench.certified_accuracies(logits, y, 2.0, eps=(0.8,))["0.8"] == pytest.approx(1 / 3)
-    mask = bench.certified_mask(logits, y, 1.0, 2.5 / math.sqrt(2) - 1e-6)
+    mask = certified_mask(logits, y, 1.0, 2.5 / math.sqrt(2) - 1e-6)
     np.testing.assert_array_equal(mask, [True, False, False])
 
 

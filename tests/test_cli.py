@@ -81,7 +81,7 @@ def test_help_version_and_usage_errors_do_not_import_tensorflow(tmp_path):
     proc = _run(sys.executable, "-c", check)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [
-        "0.1.0", "True", "stablekeras.estimators", "NonExpansiveDense", "format_table"
+        "0.1.0", "True", "stablekeras.estimators.classifier", "NonExpansiveDense", "format_table"
     ]  # fmt: skip
 
 

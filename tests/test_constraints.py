@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from operator_matrices import conv_matrix, spectral_norm
+from _support.operator_matrices import conv_matrix, spectral_norm
 
 from stablekeras.constraints import SpectralNorm
 

@@ -44,12 +44,17 @@ def test_the_examples_exist():
     assert sum(counts.values()) >= 150, counts
     # the public modules with functions or classes each show at least one example
     for name in (
-        "stablekeras.estimators",
+        "stablekeras.estimators.classifier",
+        "stablekeras.estimators.regressor",
         "stablekeras.export",
         "stablekeras.robustness",
+        "stablekeras.robustness.attacks",
+        "stablekeras.robustness.certify",
+        "stablekeras.robustness.curves",
         "stablekeras.models",
-        "stablekeras.layers.orthogonal",
-        "stablekeras.layers.nonexpansive",
+        "stablekeras.bounds",
+        "stablekeras.layers.linear",
+        "stablekeras.layers.gradient_steps",
         "stablekeras.datasets",
     ):
         assert counts[name] > 0, name

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import sklearn
 import tensorflow as tf
-from lipschitz_probe import probe
+from _support.lipschitz_probe import probe
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.exceptions import UnsetMetadataPassedError

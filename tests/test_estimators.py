@@ -4,7 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
-from lipschitz_probe import probe
+from _support.lipschitz_probe import probe
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV, train_test_split

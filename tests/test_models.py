@@ -5,8 +5,8 @@ import math
 import keras
 import numpy as np
 import pytest
-from lipschitz_probe import probe
-from operator_matrices import operator_matrix, spectral_norm
+from _support.lipschitz_probe import probe
+from _support.operator_matrices import operator_matrix, spectral_norm
 
 from stablekeras import spectral
 from stablekeras.layers import (

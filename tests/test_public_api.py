@@ -27,6 +27,7 @@ SUBMODULES = [
     "constraints",
     "layers",
     "models",
+    "bounds",
     "losses",
     "estimators",
     "robustness",

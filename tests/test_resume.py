@@ -1,6 +1,6 @@
 """Resumable fits (``checkpoint_dir``): real processes killed with SIGKILL, then started again.
 
-Each fit runs in tests/_resumable_fit.py, which reports every epoch it begins in
+Each fit runs in tests/_support/_resumable_fit.py, which reports every epoch it begins in
 a log and can pause at a chosen point (after a backup; or in the middle of one,
 with the temporary file cut to half) so that the kill lands there. The test then
 starts the same fit again and checks where it resumed and how it ended.
@@ -30,7 +30,12 @@ BATCHES = 14  # 1400 rows in batches of 100
 
 
 def _start(out, *extra, index=None, ports=None):
-    args = [sys.executable, str(HERE / "_resumable_fit.py"), str(out), str(out / "ckpt")]
+    args = [
+        sys.executable,
+        str(HERE / "_support" / "_resumable_fit.py"),
+        str(out),
+        str(out / "ckpt"),
+    ]
     if index is not None:
         args += ["--worker", str(index), *map(str, ports)]
     return subprocess.Popen(
@@ -120,7 +125,7 @@ def test_a_killed_fit_resumes_after_its_last_backup(tmp_path):
 def test_one_worker_of_two_killed_and_the_job_restarted_resumes(tmp_path):
     """Kill worker 1 after the backup of epoch 2: the chief stops with an error (a peer died);
     both started again resume at epoch 3 and end with the same weights and a whole history."""
-    from test_scale_out import free_ports
+    from test_distributed_fit import free_ports
 
     out = tmp_path
     ports = free_ports(2)

@@ -5,12 +5,14 @@ Every estimator is fitted once per module on scikit-learn's digits (pixels / 16)
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -22,7 +24,9 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler  # noqa: E402
 
 from stablekeras import StableClassifier, robustness  # noqa: E402
 from stablekeras.robustness import (  # noqa: E402
+    attacks,
     certified_accuracy,
+    certified_mask,
     certified_radius,
     format_table,
     generate_adversarial,
@@ -31,6 +35,7 @@ from stablekeras.robustness import (  # noqa: E402
     plot_robustness_curve,
     robust_accuracy,
     robustness_curve,
+    rounding_allowance,
 )
 
 
@@ -70,8 +75,25 @@ def certified_net(digits):
     return clf.fit(Xtr, ytr)
 
 
-def _traces():
-    return robustness._TRACE_COUNT["attack"]
+class _CountingModel(keras.Model):
+    """Wraps a model and counts the Python calls of ``call``: a compiled function runs
+    ``call`` only while it is traced, so the count goes up exactly when one retraces."""
+
+    def __init__(self, inner):
+        super().__init__(name="counting")
+        self.inner = inner
+        self.calls = 0
+
+    def call(self, x, training=None):
+        self.calls += 1
+        return self.inner(x, training=training)
+
+
+def _counted(estimator):
+    """A copy of a fitted estimator whose ``model_`` counts its traces (a fresh cache)."""
+    counted = copy.copy(estimator)
+    counted.model_ = _CountingModel(estimator.model_)
+    return counted
 
 
 # ---- attack mechanics ------------------------------------------------------------------------
@@ -147,21 +169,24 @@ def test_attacks_match_cleverhans_functions(resnet, digits, norm):
 def test_one_trace_for_all_batches_and_radii(resnet, digits):
     _, _, X, y = digits
     X, y = X[:250], y[:250]  # batches of 100, 100 and a partial 50
-    robustness._CACHE.pop(resnet.model_, None)  # start from an empty cache
-    before = _traces()
-    robust_accuracy(resnet, X, y, eps=0.3, steps=7, batch_size=100)
-    assert _traces() - before == 1
-    robust_accuracy(resnet, X, y, eps=0.7, steps=7, batch_size=64)
-    generate_adversarial(resnet, X[:10], y[:10], eps=1.1, steps=3, step_size=0.5)
-    assert _traces() - before == 1
+    counted = _counted(resnet)
+    robust_accuracy(counted, X, y, eps=0.3, steps=7, batch_size=100)
+    traced = counted.model_.calls
+    assert traced > 0
+    robust_accuracy(counted, X, y, eps=0.7, steps=7, batch_size=64)
+    generate_adversarial(counted, X[:10], y[:10], eps=1.1, steps=3, step_size=0.5)
+    assert counted.model_.calls == traced
 
 
-def test_eps_zero_is_clean_accuracy_without_attack(resnet, digits):
+def test_eps_zero_is_clean_accuracy_without_attack(resnet, digits, monkeypatch):
     _, _, X, y = digits
-    before = _traces()
+
+    def no_attack(*args, **kwargs):
+        raise AssertionError("eps=0 built an attack")
+
+    monkeypatch.setattr(attacks, "attack_fn", no_attack)
     assert robust_accuracy(resnet, X, y, eps=0) == pytest.approx(resnet.score(X, y))
     np.testing.assert_array_equal(generate_adversarial(resnet, X, y, eps=0.0), X)
-    assert _traces() == before
 
 
 def test_labels_are_mapped_through_classes(resnet, digits):
@@ -293,6 +318,22 @@ def test_certified_accuracy_over_radii(certified_net, digits):
     )
     with pytest.raises(ValueError, match="eps=-1"):
         certified_accuracy(certified_net, X, y, eps=[0.1, -1])
+
+
+def test_certified_mask_on_the_logits_is_certified_accuracy(certified_net, digits):
+    """The mask a benchmark computes from its own logits and allowance gives, in the
+    mean, exactly the certified accuracy (one rule, one rounding)."""
+    _, _, X, y = digits
+    X = X.astype(np.float32)
+    logits = certified_net.decision_function(X)
+    labels = np.searchsorted(certified_net.classes_, y)
+    allowance = rounding_allowance(certified_net, X)
+    L = certified_net.lipschitz_bound_
+    for eps in (0.0, 0.1, 0.3):
+        mask = certified_mask(logits, labels, L, eps, allowance)
+        assert mask.dtype == bool and mask.shape == (len(X),)
+        assert np.mean(mask) == certified_accuracy(certified_net, X, y, eps=eps)
+    assert not certified_mask(logits, labels, L, 1e6, allowance).any()
 
 
 # ---- scorers ------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 import tensorflow as tf
-from operator_matrices import conv_matrix, spectral_norm
+from _support.operator_matrices import conv_matrix, spectral_norm
 
 from stablekeras import spectral
 from stablekeras.layers import NonExpansiveDense, SpectralDense

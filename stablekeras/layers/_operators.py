@@ -11,31 +11,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from stablekeras import spectral
+from stablekeras import _checks, spectral
+from stablekeras._checks import positive_int
 from stablekeras._precision import is_low_precision
 from stablekeras.constraints import SpectralNorm
-
-
-def positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(
-            f"Received an invalid value for `{name}`, expected a positive integer. "
-            f"Received: {name}={value!r}"
-        )
-    return int(value)
-
-
-def positive_float(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not (v > 0 and v < float("inf")):
-        raise ValueError(
-            f"Received an invalid value for `{name}`, expected a positive finite number. "
-            f"Received: {name}={value!r}"
-        )
-    return v
 
 
 class _RunKernel:
@@ -113,9 +92,9 @@ class ConvOperator(_RunKernel):
 
     def _init_operator(self, filters, kernel_size, strides, padding, kernel_initializer, **_):
         self.filters = positive_int(filters, "filters")
-        self.kernel_size = spectral._pair(kernel_size, "kernel_size")
-        self.strides = spectral._pair(strides, "strides")
-        spectral._padding(padding)
+        self.kernel_size = _checks.pair(kernel_size, "kernel_size")
+        self.strides = _checks.pair(strides, "strides")
+        _checks.padding(padding)
         self.padding = str(padding).lower()
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 

@@ -9,7 +9,7 @@ that press against its constraint and non-zero biases:
    its float16 parameters, evaluated exactly in float64): no random or
    adversarially ascended pair of inputs exceeds it;
 3. the float16 evaluation is within the allowance ``delta(x)`` of that map
-   (tests/float16_rounding.py derives it), so the analysis describes what runs;
+   (tests/_support/float16_rounding.py derives it), so the analysis describes what runs;
 4. the float16 outputs themselves: ``||f16(x) - f16(y)|| <= L ||x - y|| +
    delta(x) + delta(y)`` on random pairs far and close, and on pairs ascended on
    the float16 ratio itself;
@@ -28,8 +28,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from float16_rounding import U, exact_map, network_exact_map, norms
-from lipschitz_probe import probe
+from _support.float16_rounding import U, exact_map, network_exact_map, norms
+from _support.lipschitz_probe import probe
 
 from stablekeras.layers import (
     AntisymmetricDense,

@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from lipschitz_probe import probe
-from operator_matrices import conv_matrix, operator_matrix, spectral_norm
+from _support.lipschitz_probe import probe
+from _support.operator_matrices import conv_matrix, operator_matrix, spectral_norm
 
 from stablekeras import spectral
 from stablekeras.layers import ContractiveConv2D, NonExpansiveConv2D, NonExpansiveDense

@@ -4,12 +4,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from lipschitz_probe import probe
-from operator_matrices import spectral_norm
+from _support.lipschitz_probe import probe
+from _support.operator_matrices import spectral_norm
 
 from stablekeras.layers import IsometricLift, OrthogonalDense, OrthogonalNonExpansiveDense
-from stablekeras.layers.orthogonal import bjorck_orthonormalize
 from stablekeras.models import build_network, lipschitz_bound
+from stablekeras.spectral import bjorck_orthonormalize
 
 TOL = 1e-4
 

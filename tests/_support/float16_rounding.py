@@ -365,13 +365,13 @@ def network_exact_map(model):
     ``||fl(x) - x||``. A layer passes the error of its input on times its Lipschitz
     bound and adds the allowance of its own evaluation (computed at the exact input).
     """
-    from stablekeras.models import _layer_bound
+    from stablekeras.bounds import layer_bound
 
     steps = []
     for layer in model.layers:
         name = type(layer).__name__
         if name in _EXACT_OPS:
-            steps.append((_exact_layer(_EXACT_OPS[name])(layer), _layer_bound(layer)))
+            steps.append((_exact_layer(_EXACT_OPS[name])(layer), layer_bound(layer)))
             continue
         for classes, make in REFERENCES:
             if isinstance(layer, classes):

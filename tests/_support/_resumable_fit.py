@@ -1,6 +1,6 @@
 """A resumable fit in its own process, for the kill-and-resume tests (tests/test_resume.py).
 
-    python tests/_resumable_fit.py OUT CHECKPOINT_DIR [--pause-after K] [--stall WHAT]
+    python tests/_support/_resumable_fit.py OUT CHECKPOINT_DIR [--pause-after K] [--stall WHAT]
                                    [--worker INDEX PORT0 PORT1] [--epochs E]
 
 Fits ``StableClassifier(checkpoint_dir=CHECKPOINT_DIR, ...)`` on digits and

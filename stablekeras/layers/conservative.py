@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from stablekeras import activations as _activations
 from stablekeras import spectral
+from stablekeras._checks import positive_float, positive_int
 from stablekeras._precision import as_run
-from stablekeras.layers._operators import positive_float, positive_int
 
 __all__ = ["AntisymmetricDense", "HamiltonianDense"]
 

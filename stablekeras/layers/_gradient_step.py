@@ -1,48 +1,6 @@
-"""Gradient steps on convex potentials: non-expansive and contractive layers.
-
-The layer is one (or S) explicit Runge-Kutta step(s) of the gradient flow
-``x' = -grad V(x) - mu x`` with ``V(x) = 1^T gamma(Ax + b)`` and ``gamma' = s``
-monotone with slope at most ``L_s``. ``grad V(x) = A^T s(Ax + b)`` is
-``nu``-Lipschitz with ``nu = L_s ||A||^2``. For ``mu = 0`` a step of size ``h``
-is non-expansive when ``h nu <= 2 r`` (r the integrator's circle-contractivity
-radius); for ``mu > 0`` (explicit Euler) a step is a contraction with constant
-``1 - h mu`` when ``h (nu + 2 mu) <= 2``.
-
-Three ways to keep the condition (``enforcement``):
-
-* ``enforcement="project"``: the kernel carries a
-  :class:`~stablekeras.constraints.SpectralNorm` constraint that rescales ``A``
-  back into the set after each optimizer step (a projection), so that one step
-  of size ``step_size`` satisfies it. Fixed cost.
-* ``enforcement="normalize"``: the kernel is rescaled in every forward pass, by
-  AOL scales or by its Gram-iteration bound, onto ``||A|| = min(1, a_max)``
-  (:meth:`~NonExpansiveConv2D.used_kernel`): the step is a reparametrisation
-  that holds for any weights, and on the boundary of its condition for
-  ``h = 2 r / L_s``. Fixed cost.
-* ``enforcement="substeps"``: the weights are free and the block integrates a time
-  ``T = step_size`` in ``S = ceil(T nu / (2 r))`` steps of ``T / S`` (the
-  chapter's notebook), with ``S`` recomputed from the current weights at every
-  call. ``S`` is capped at ``max_substeps``; past the cap the step shrinks to
-  ``2 r / nu`` so the guarantee still holds, and the block then integrates the
-  time ``S h < T``: a different model from the one configured. The layer does
-  not hide this. :meth:`~NonExpansiveDense.substep_schedule` returns the ``S``,
-  the ``h`` and the time ``S h`` actually used with the current weights, and the
-  layer warns once (a :class:`SubstepCapWarning` with these numbers and the cap
-  that would keep ``T``) the first time the cap binds where Python sees the
-  numbers: an eager call, ``substep_schedule()`` or ``lipschitz_bound()`` (the
-  estimators call the latter at the end of every fit). Inside a compiled
-  training or prediction step the schedule is a graph tensor and cannot warn;
-  ``substep_schedule()`` after the fit says what was used. The cap stays a cap
-  (the cost of a block is bounded by ``max_substeps`` evaluations), instead of
-  being raised silently or stopping a fit midway.
-
-References
-----------
-M. J. Ehrhardt, D. Murari, F. Sherry, "Stable neural networks and connections to
-continuous dynamical systems", arXiv:2510.22299, 2025.
-F. Sherry et al., "Designing stable neural networks using convex analysis and
-ODEs", Physica D, 2024.
-"""
+"""The machinery of the gradient-step layers (the mathematics is in
+:mod:`stablekeras.layers.gradient_steps`): enforcement of the step condition,
+the sub-step schedule and its cap, the bound."""
 
 from __future__ import annotations
 
@@ -55,18 +13,11 @@ import tensorflow as tf
 
 from stablekeras import activations as _activations
 from stablekeras import integrators as _integrators
+from stablekeras._checks import positive_float, positive_int
 from stablekeras._precision import as_run, fit_for_rounding, is_low_precision, unit_roundoff
 from stablekeras.constraints import SAFETY
-from stablekeras.layers._operators import ConvOperator, DenseOperator, positive_float, positive_int
 
-__all__ = [
-    "NonExpansiveDense",
-    "NonExpansiveConv2D",
-    "ContractiveDense",
-    "ContractiveConv2D",
-    "SubstepSchedule",
-    "SubstepCapWarning",
-]
+__all__ = ["GradientStep", "SubstepSchedule", "SubstepCapWarning"]
 
 _ENFORCEMENTS = ("project", "normalize", "substeps")
 
@@ -124,8 +75,9 @@ def _renamed_mode_message(value) -> str:
     )
 
 
-class _GradientStep(keras.layers.Layer):
-    """Shared machinery; see the module docstring for the mathematics."""
+class GradientStep(keras.layers.Layer):
+    """Shared machinery of the gradient-step layers; the mathematics is in the docstring of
+    :mod:`stablekeras.layers.gradient_steps`."""
 
     _strongly_convex = False
 
@@ -270,6 +222,7 @@ class _GradientStep(keras.layers.Layer):
         Examples
         --------
         >>> import numpy as np
+        >>> from stablekeras.layers import NonExpansiveDense
         >>> layer = NonExpansiveDense(4, step_size=0.5, enforcement="substeps", max_substeps=2)
         >>> _ = layer(np.zeros((1, 3), "float32"))
         >>> layer.kernel.assign(100.0 * layer.kernel)  # doctest: +ELLIPSIS
@@ -433,269 +386,3 @@ class _GradientStep(keras.layers.Layer):
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "max_substeps": self.max_substeps,
         }
-
-
-@keras.saving.register_keras_serializable(package="stablekeras")
-class NonExpansiveDense(DenseOperator, _GradientStep):
-    """Non-expansive dense layer ``x -> x - h W^T s(W x + b)`` on ``R^d``.
-
-    One explicit step of the gradient flow of the convex potential
-    ``V(x) = 1^T gamma(W x + b)``. It is 1-Lipschitz in l2 whenever
-    ``h L_s ||W||_2^2 <= 2 r``, which the layer keeps after every optimizer step
-    (see ``enforcement``). Output shape = input shape.
-
-    Parameters
-    ----------
-    units : int
-        Rows of ``W`` (the width of the potential), ``W`` has shape ``units x d``.
-    step_size : float, default 1.0
-        ``h`` of the step; the time ``T`` of the block with ``enforcement="substeps"``.
-    activation : str or SlopeRestrictedActivation, default "relu"
-        Monotone, slope-restricted ``s``; see :mod:`stablekeras.activations`.
-    integrator : {"euler", "heun", "rk4"}, default "euler"
-    enforcement : {"project", "normalize", "substeps"}, default "project"
-        How the condition is kept (module docstring): the kernel projected back
-        after each optimizer step, normalised in the forward pass, or adaptive
-        sub-steps. (Called ``mode`` in stablekeras 0.1, with the values
-        ``"constraint"`` and ``"substeps"``.)
-    normalization : {"aol", "gram"}, default "aol"
-        The rescaling of ``enforcement="normalize"`` (:meth:`used_kernel`).
-    use_bias : bool, default True
-    kernel_initializer, bias_initializer : Keras initializers
-    max_substeps : int, default 32
-        Cap on ``S`` in sub-step mode. Where the cap binds, the block integrates
-        less time than ``T`` and warns once (:class:`SubstepCapWarning`); see
-        :meth:`substep_schedule`.
-
-    Attributes
-    ----------
-    kernel : the ``(d, units)`` matrix ``W^T`` (Keras' layout).
-    substeps : non-trainable int weight, the last ``S`` used in training.
-
-    See Also
-    --------
-    substep_schedule : the ``S``, ``h`` and flow time used with the current weights.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> layer = NonExpansiveDense(16, step_size=1.0)
-    >>> y = layer(np.zeros((2, 4), "float32"))
-    >>> tuple(y.shape), layer.lipschitz_bound()
-    ((2, 4), 1.0)
-    """
-
-    def __init__(
-        self,
-        units: int,
-        step_size: float = 1.0,
-        activation="relu",
-        integrator="euler",
-        enforcement: str = "project",
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        max_substeps: int = 32,
-        normalization: str = "aol",
-        **kwargs,
-    ):
-        super().__init__(
-            step_size=step_size,
-            activation=activation,
-            integrator=integrator,
-            enforcement=enforcement,
-            use_bias=use_bias,
-            bias_initializer=bias_initializer,
-            max_substeps=max_substeps,
-            normalization=normalization,
-            **kwargs,
-        )
-        self._init_operator(units=units, kernel_initializer=kernel_initializer)
-
-
-@keras.saving.register_keras_serializable(package="stablekeras")
-class NonExpansiveConv2D(ConvOperator, _GradientStep):
-    """Non-expansive convolutional layer ``x -> x - h A^T s(A x + b)``.
-
-    ``A`` is a 2-D convolution (no bias) with ``filters`` output channels and
-    ``A^T`` its exact adjoint, the transposed convolution with the same kernel,
-    strides and padding. Output shape = input shape. 1-Lipschitz in l2 whenever
-    ``h L_s ||A||^2 <= 2 r`` with ``||A||`` the operator norm of the
-    convolution on the layer's input grid.
-
-    Parameters
-    ----------
-    filters : int
-        Output channels of ``A`` (channels of the potential).
-    kernel_size : int or pair, default 3
-    strides : int or pair, default 1
-    padding : {"same", "valid"}, default "same"
-    step_size, activation, integrator, enforcement, normalization, use_bias, \
-kernel_initializer,
-    bias_initializer, max_substeps :
-        As in :class:`NonExpansiveDense`.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> layer = NonExpansiveConv2D(8, 3)
-    >>> tuple(layer(np.zeros((1, 6, 6, 4), "float32")).shape)
-    (1, 6, 6, 4)
-    """
-
-    def __init__(
-        self,
-        filters: int,
-        kernel_size=3,
-        strides=1,
-        padding: str = "same",
-        step_size: float = 1.0,
-        activation="relu",
-        integrator="euler",
-        enforcement: str = "project",
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        max_substeps: int = 32,
-        normalization: str = "aol",
-        **kwargs,
-    ):
-        super().__init__(
-            step_size=step_size,
-            activation=activation,
-            integrator=integrator,
-            enforcement=enforcement,
-            use_bias=use_bias,
-            bias_initializer=bias_initializer,
-            max_substeps=max_substeps,
-            normalization=normalization,
-            **kwargs,
-        )
-        self._init_operator(
-            filters=filters,
-            kernel_size=kernel_size,
-            strides=strides,
-            padding=padding,
-            kernel_initializer=kernel_initializer,
-        )
-
-
-class _Contractive:
-    _strongly_convex = True
-
-    def get_config(self):
-        return {**super().get_config(), "strong_convexity": self.strong_convexity}
-
-
-@keras.saving.register_keras_serializable(package="stablekeras")
-class ContractiveDense(_Contractive, DenseOperator, _GradientStep):
-    """Contractive dense layer ``x -> (1 - h mu) x - h W^T s(W x + b)``.
-
-    An explicit Euler step of the gradient flow of the ``mu``-strongly convex
-    potential ``1^T gamma(W x + b) + mu/2 ||x||^2``. With
-    ``h (L_s ||W||^2 + 2 mu) <= 2`` its Lipschitz constant is at most
-    ``1 - h mu < 1``: distances shrink at every layer and the flow has a unique
-    attracting equilibrium.
-
-    Parameters
-    ----------
-    units : int
-    step_size : float, default 1.0
-    strong_convexity : float, default 0.1
-        ``mu > 0``; one step (``enforcement`` other than ``"substeps"``) needs
-        ``step_size * mu < 1``.
-    activation, enforcement, normalization, use_bias, kernel_initializer, \
-bias_initializer, max_substeps :
-        As in :class:`NonExpansiveDense` (the integrator is explicit Euler).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> layer = ContractiveDense(8, step_size=1.0, strong_convexity=0.1)
-    >>> _ = layer(np.zeros((1, 3), "float32"))
-    >>> round(layer.lipschitz_bound(), 6)
-    0.9
-    """
-
-    def __init__(
-        self,
-        units: int,
-        step_size: float = 1.0,
-        strong_convexity: float = 0.1,
-        activation="relu",
-        enforcement: str = "project",
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        max_substeps: int = 32,
-        integrator="euler",
-        normalization: str = "aol",
-        **kwargs,
-    ):
-        super().__init__(
-            step_size=step_size,
-            activation=activation,
-            integrator=integrator,
-            enforcement=enforcement,
-            use_bias=use_bias,
-            bias_initializer=bias_initializer,
-            max_substeps=max_substeps,
-            strong_convexity=strong_convexity,
-            normalization=normalization,
-            **kwargs,
-        )
-        self._init_operator(units=units, kernel_initializer=kernel_initializer)
-
-
-@keras.saving.register_keras_serializable(package="stablekeras")
-class ContractiveConv2D(_Contractive, ConvOperator, _GradientStep):
-    """Contractive convolutional layer ``x -> (1 - h mu) x - h A^T s(A x + b)``.
-
-    The convolutional analogue of :class:`ContractiveDense`: Lipschitz constant
-    at most ``1 - h mu`` when ``h (L_s ||A||^2 + 2 mu) <= 2``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> layer = ContractiveConv2D(4, 3, strong_convexity=0.2)
-    >>> tuple(layer(np.zeros((1, 5, 5, 2), "float32")).shape)
-    (1, 5, 5, 2)
-    """
-
-    def __init__(
-        self,
-        filters: int,
-        kernel_size=3,
-        strides=1,
-        padding: str = "same",
-        step_size: float = 1.0,
-        strong_convexity: float = 0.1,
-        activation="relu",
-        enforcement: str = "project",
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        max_substeps: int = 32,
-        integrator="euler",
-        normalization: str = "aol",
-        **kwargs,
-    ):
-        super().__init__(
-            step_size=step_size,
-            activation=activation,
-            integrator=integrator,
-            enforcement=enforcement,
-            use_bias=use_bias,
-            bias_initializer=bias_initializer,
-            max_substeps=max_substeps,
-            strong_convexity=strong_convexity,
-            normalization=normalization,
-            **kwargs,
-        )
-        self._init_operator(
-            filters=filters,
-            kernel_size=kernel_size,
-            strides=strides,
-            padding=padding,
-            kernel_initializer=kernel_initializer,
-        )

@@ -21,8 +21,8 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from lipschitz_probe import probe
-from operator_matrices import conv_matrix, operator_matrix, spectral_norm
+from _support.lipschitz_probe import probe
+from _support.operator_matrices import conv_matrix, operator_matrix, spectral_norm
 
 from stablekeras.layers import (
     ContractiveConv2D,

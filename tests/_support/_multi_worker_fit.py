@@ -1,6 +1,6 @@
-"""One worker of a two-worker fit (distribute="multi_worker") on 127.0.0.1, for test_scale_out.
+"""One worker of a two-worker fit (distribute="multi_worker") on 127.0.0.1 (test_distributed_fit).
 
-    python tests/_multi_worker_fit.py OUT INDEX PORT0 PORT1
+    python tests/_support/_multi_worker_fit.py OUT INDEX PORT0 PORT1
 
 Sets ``TF_CONFIG`` (before TensorFlow starts), fits ``StableClassifier`` on
 digits and writes ``OUT/worker-INDEX.json`` (held-out accuracy, bounds, the
@@ -19,7 +19,7 @@ import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-#: The same fit as tests/_distributed_fit.py (the MirroredStrategy test).
+#: The same fit as tests/_support/_distributed_fit.py (the MirroredStrategy test).
 FIT = dict(width=16, depth=3, epochs=10, batch_size=128, learning_rate=0.02, random_state=0)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from stablekeras import _checks, spectral
 from stablekeras import activations as _activations
-from stablekeras import spectral
+from stablekeras._checks import positive_float, positive_int
 from stablekeras._precision import as_run
-from stablekeras.layers._operators import positive_float, positive_int
 
 __all__ = ["ResidualDense", "ResidualConv2D"]
 
@@ -155,7 +155,7 @@ class ResidualConv2D(_Residual):
             **kwargs,
         )
         self.filters = positive_int(filters, "filters")
-        self.kernel_size = spectral._pair(kernel_size, "kernel_size")
+        self.kernel_size = _checks.pair(kernel_size, "kernel_size")
 
     def build(self, input_shape):
         h, w, c = (int(v) for v in input_shape[1:])

@@ -1,9 +1,9 @@
 """Fit StableClassifier under MirroredStrategy on two logical CPUs; write what the test checks.
 
-Run by tests/test_scale_out.py in a fresh interpreter, because the logical devices
+Run by tests/test_distributed_fit.py in a fresh interpreter, because the logical devices
 must be configured before TensorFlow initialises its devices:
 
-    python tests/_distributed_fit.py OUT_DIR MODE [MODE ...]
+    python tests/_support/_distributed_fit.py OUT_DIR MODE [MODE ...]
 
 For each ENFORCEMENT ("project" or "substeps") it writes ``OUT_DIR/ENFORCEMENT.json``
 (held-out accuracy, replicas, per-block bounds and probe results) and

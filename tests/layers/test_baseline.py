@@ -5,8 +5,8 @@ import inspect
 import keras
 import numpy as np
 import pytest
-from lipschitz_probe import probe
-from operator_matrices import conv_matrix, spectral_norm
+from _support.lipschitz_probe import probe
+from _support.operator_matrices import conv_matrix, spectral_norm
 
 from stablekeras.layers import ResidualConv2D, ResidualDense
 
