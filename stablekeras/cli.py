@@ -41,6 +41,7 @@ from pathlib import Path
 from stablekeras import __version__
 from stablekeras._io import dump_pickle, format_bound
 from stablekeras.demo import DEMO_SETTINGS, QUICK_SETTINGS
+from stablekeras.presets import list_presets
 
 __all__ = ["main", "build_parser"]
 
@@ -239,7 +240,10 @@ def _cmd_train(args) -> int:
     _start_tensorflow(args)
     from stablekeras.estimators import StableClassifier
 
-    clf = StableClassifier(**params, verbose=_keras_verbose(args))
+    if args.preset is None:
+        clf = StableClassifier(**params, verbose=_keras_verbose(args))
+    else:
+        clf = StableClassifier.from_preset(args.preset, **params, verbose=_keras_verbose(args))
     X, y = _load_data(args, split=args.split)
     _say(args, f"training on {len(X)} points of {args.dataset} ({X.shape[1]} features)")
     clf.fit(X, y)
@@ -369,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the estimator's defaults.",
     )  # fmt: skip
     train.add_argument("--out", required=True, help="the pickle to write, e.g. model.pkl")
+    train.add_argument(
+        "--preset", choices=list_presets(),
+        help="a named configuration of stablekeras.presets; the other options override it",
+    )  # fmt: skip
     train.add_argument("--network", help="certified (the default: every layer bounded) or chapter")
     train.add_argument("--constraint", help="nonexpansive, contractive or none")
     train.add_argument("--loss", help="offset_crossentropy, crossentropy, hinge or hkr")

@@ -15,6 +15,7 @@ import pytest
 
 from stablekeras import StableClassifier, datasets
 from stablekeras.cli import main
+from stablekeras.presets import get_preset
 
 #: A line of TensorFlow's C++ (absl) logging: "I0000 00:00:1796159355.410546   17894 port.cc:153]"
 #: or absl's notice that it logs to stderr before being initialised.
@@ -218,6 +219,17 @@ def test_train_image_shape_and_dataset_options(tmp_path, capsys, monkeypatch):
     assert clf.image_shape == (4, 4, 1) and clf.max_norm is None
 
 
+def test_train_from_a_preset_with_overrides(tmp_path):
+    path = tmp_path / "chapter.pkl"
+    argv = ["train", "--quiet", "--out", str(path), "--preset", "chapter", "--image-shape", "8,8,1"]
+    assert main([*argv, "--epochs", "1", "--split", "train[:200]", "--random-state", "0"]) == 0
+    with open(path, "rb") as fh:
+        clf = pickle.load(fh)
+    expected = {**get_preset("chapter"), "image_shape": (8, 8, 1), "epochs": 1, "random_state": 0}
+    params = clf.get_params()
+    assert {k: params[k] for k in expected} == expected
+
+
 def test_evaluate_prints_clean_robust_and_certified(model_path, capsys):
     argv = ["evaluate", "--quiet", "--model", str(model_path), "--split", "train[1200:]"]
     assert main([*argv, "--eps", "0.1,0.5", "--steps", "3"]) == 0
@@ -260,6 +272,7 @@ def test_export_prints_the_version_path(model_path, tmp_path, capsys):
         (["demo", "--epochs", "0"], "expected a positive integer"),
         (["train", "--out", "{tmp}/m.pkl", "--image-shape", "8,8"], "invalid image shape"),
         (["train", "--out", "{tmp}/m.pkl", "--depth", "two"], "invalid int value: 'two'"),
+        (["train", "--out", "{tmp}/m.pkl", "--preset", "nope"], "invalid choice: 'nope'"),
         (["train", "--out", "{tmp}/m.pkl", "--depth", "-1"], "'depth' parameter"),
         (["train", "--out", "{tmp}/m.pkl", "--constraint", "bogus"], "'constraint' parameter"),
         (["train", "--out", "{tmp}/m.pkl", "--max-norm", "0"], "'max_norm' parameter"),

@@ -201,6 +201,7 @@ def ray_session():
         ray.shutdown()
 
 
+@pytest.mark.slow  # a Ray session in the test process; seeded fits on Ray: tests/test_seeds.py
 def test_grid_search_on_ray(ray_session, search_data, sequential_search, tmp_path):
     with joblib.parallel_backend("ray"):
         search = _search(*search_data, tmp_path, n_jobs=2)
