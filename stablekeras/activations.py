@@ -75,48 +75,45 @@ class ReLU(SlopeRestrictedActivation):
         return ops.relu(x)
 
 
-class LeakyReLU(SlopeRestrictedActivation):
-    """``max(x, alpha x)`` for ``alpha >= 0``; slope bound ``max(1, alpha)``."""
+class _AlphaActivation(SlopeRestrictedActivation):
+    """An activation with one parameter ``alpha >= 0`` and slope bound ``max(1, alpha)``."""
 
-    name = "leaky_relu"
-
-    def __init__(self, alpha: float = 0.2):
+    def __init__(self, alpha: float):
         alpha = float(alpha)
         if not alpha >= 0:
             raise ValueError(
-                "Received an invalid value for `alpha` of leaky_relu, expected "
-                f"alpha >= 0 (a negative slope makes it non-monotone). Received: alpha={alpha}"
-            )
-        self.alpha = alpha
-        self.slope = max(1.0, alpha)
-
-    def __call__(self, x):
-        return ops.where(x >= 0, x, self.alpha * x)
-
-    def get_config(self):
-        return {"alpha": self.alpha}
-
-
-class ELU(SlopeRestrictedActivation):
-    """``x`` for x > 0, ``alpha (exp(x) - 1)`` otherwise; slope bound ``max(1, alpha)``."""
-
-    name = "elu"
-
-    def __init__(self, alpha: float = 1.0):
-        alpha = float(alpha)
-        if not alpha >= 0:
-            raise ValueError(
-                "Received an invalid value for `alpha` of elu, expected alpha >= 0 "
+                f"Received an invalid value for `alpha` of {self.name}, expected alpha >= 0 "
                 f"(a negative alpha makes it non-monotone). Received: alpha={alpha}"
             )
         self.alpha = alpha
         self.slope = max(1.0, alpha)
 
-    def __call__(self, x):
-        return ops.where(x > 0, x, self.alpha * (ops.exp(ops.minimum(x, 0.0)) - 1.0))
-
     def get_config(self):
         return {"alpha": self.alpha}
+
+
+class LeakyReLU(_AlphaActivation):
+    """``max(x, alpha x)`` for ``alpha >= 0``; slope bound ``max(1, alpha)``."""
+
+    name = "leaky_relu"
+
+    def __init__(self, alpha: float = 0.2):
+        super().__init__(alpha)
+
+    def __call__(self, x):
+        return ops.where(x >= 0, x, self.alpha * x)
+
+
+class ELU(_AlphaActivation):
+    """``x`` for x > 0, ``alpha (exp(x) - 1)`` otherwise; slope bound ``max(1, alpha)``."""
+
+    name = "elu"
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__(alpha)
+
+    def __call__(self, x):
+        return ops.where(x > 0, x, self.alpha * (ops.exp(ops.minimum(x, 0.0)) - 1.0))
 
 
 class Tanh(SlopeRestrictedActivation):

@@ -106,6 +106,32 @@ def _max_norm(text: str) -> float | None:
         ) from None
 
 
+#: The options of ``train`` that set a StableClassifier parameter of the same name
+#: (dashes for underscores); one left out (its default) keeps the estimator's value.
+_TRAIN_OPTIONS = (
+    ("--network", dict(help="certified (the default: every layer bounded) or chapter")),
+    ("--constraint", dict(help="nonexpansive, contractive or none")),
+    ("--loss", dict(help="offset_crossentropy, crossentropy, hinge or hkr")),
+    ("--margin", dict(type=float, help="target margin of the loss")),
+    (
+        "--max-norm",
+        dict(
+            type=_max_norm,
+            default=_UNSET,
+            help="network chapter: spectral-norm cap of lift and projection, or 'none'",
+        ),
+    ),
+    ("--step-size", dict(type=float, help="step h of each block")),
+    ("--depth", dict(type=int, help="number of blocks")),
+    ("--width", dict(type=int, help="units (channels) of each block")),
+    ("--epochs", dict(type=int)),
+    ("--learning-rate", dict(type=float)),
+    ("--batch-size", dict(type=int)),
+    ("--image-shape", dict(type=_image_shape, help="H,W,C: use the convolutional network")),
+    ("--random-state", dict(type=int)),
+)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -207,6 +233,14 @@ def _say(args, *lines):
 
 # ---- subcommands --------------------------------------------------------------------------
 def _cmd_demo(args) -> int:
+    """The main job: stable vs unconstrained network.
+
+    Train StableClassifier at its defaults and the unconstrained network of the same
+    shape (constraint='none'), compare clean, certified and robust accuracy (l2-PGD with
+    steps of 0.1 eps; a point is robust only if a cross-entropy and a margin attack both
+    fail), plot the curves, export the stable model for TF Serving, and write it all to
+    --out.
+    """
     _start_tensorflow(args)
     from stablekeras.demo import run_demo
 
@@ -220,23 +254,17 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    params = {
-        "network": args.network,
-        "constraint": args.constraint,
-        "loss": args.loss,
-        "margin": args.margin,
-        "step_size": args.step_size,
-        "depth": args.depth,
-        "width": args.width,
-        "epochs": args.epochs,
-        "learning_rate": args.learning_rate,
-        "batch_size": args.batch_size,
-        "image_shape": args.image_shape,
-        "random_state": args.random_state,
-    }
-    params = {k: v for k, v in params.items() if v is not None}
-    if args.max_norm is not _UNSET:
-        params["max_norm"] = args.max_norm
+    """Fit a StableClassifier and pickle it.
+
+    Fit a StableClassifier on a data set and pickle it. Options left out keep the
+    estimator's defaults.
+    """
+    params = {}  # the options given, by the estimator's parameter names
+    for flag, options in _TRAIN_OPTIONS:
+        name = flag[2:].replace("-", "_")
+        value = getattr(args, name)
+        if value is not options.get("default"):
+            params[name] = value
     _start_tensorflow(args)
     from stablekeras.estimators import StableClassifier
 
@@ -257,6 +285,11 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    """Clean, robust and certified accuracy.
+
+    Clean, robust (l2-PGD with steps of 0.1 eps) and certified accuracy of a pickled
+    classifier on a data set.
+    """
     model = _load_model(args.model, args)
     from sklearn.base import is_classifier
     from sklearn.pipeline import Pipeline
@@ -286,6 +319,11 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_export(args) -> int:
+    """Export a SavedModel version for TF Serving.
+
+    Export a pickled estimator as BASE_DIR/<version>/ (a SavedModel with the signature
+    serving_default) and print its path.
+    """
     model = _load_model(args.model, args)
     from stablekeras.export import export_saved_model
 
@@ -294,6 +332,24 @@ def _cmd_export(args) -> int:
 
 
 # ---- the parser -----------------------------------------------------------------------------
+def _subcommand(sub, func, parents) -> argparse.ArgumentParser:
+    """Add to the subparsers ``sub`` the subcommand that ``func(args)`` runs.
+
+    Its name is that of ``func`` without ``_cmd_``; its help is the first line of
+    ``func``'s docstring (lower case first, without the final full stop), its
+    description the rest.
+    """
+    summary, _, rest = (func.__doc__ or "").partition("\n")
+    command = sub.add_parser(
+        func.__name__.removeprefix("_cmd_"),
+        parents=parents,
+        help=summary[:1].lower() + summary[1:].strip().removesuffix("."),
+        description=" ".join(rest.split()),
+    )
+    command.set_defaults(func=func)
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``stablekeras`` argument parser (subcommands demo, train, evaluate, export).
 
@@ -328,18 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--download", action="store_true", help="download and prepare a missing TFDS set"
     )
 
+    model_in = _Parser(add_help=False)
+    model_in.add_argument("--model", required=True, help="a pickle written by 'train'")
+
     def radii(values):
         return ",".join(f"{e:g}" for e in values)
 
     quick = QUICK_SETTINGS
-    demo = sub.add_parser(
-        "demo", parents=[common, data], help="the main job: stable vs unconstrained network",
-        description="Train StableClassifier at its defaults and the unconstrained network of "
-        "the same shape (constraint='none'), compare clean, certified and robust accuracy "
-        "(l2-PGD with steps of 0.1 eps; a point is robust only if a cross-entropy and a margin "
-        "attack both fail), plot the curves, export the stable model for TF Serving, and "
-        "write it all to --out.",
-    )  # fmt: skip
+    demo = _subcommand(sub, _cmd_demo, parents=[common, data])
     demo.add_argument(
         "--out", default="stablekeras-out", help="output directory (default: %(default)s)"
     )
@@ -365,44 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"a smoke run: {quick['epochs']} epochs, {quick['steps']} PGD steps, "
         f"{quick['n_eval']} points, eps {radii(quick['eps'])}",
     )  # fmt: skip
-    demo.set_defaults(func=_cmd_demo)
 
-    train = sub.add_parser(
-        "train", parents=[common, data], help="fit a StableClassifier and pickle it",
-        description="Fit a StableClassifier on a data set and pickle it. Options left out keep "
-        "the estimator's defaults.",
-    )  # fmt: skip
+    train = _subcommand(sub, _cmd_train, parents=[common, data])
     train.add_argument("--out", required=True, help="the pickle to write, e.g. model.pkl")
     train.add_argument(
         "--preset", choices=list_presets(),
         help="a named configuration of stablekeras.presets; the other options override it",
     )  # fmt: skip
-    train.add_argument("--network", help="certified (the default: every layer bounded) or chapter")
-    train.add_argument("--constraint", help="nonexpansive, contractive or none")
-    train.add_argument("--loss", help="offset_crossentropy, crossentropy, hinge or hkr")
-    train.add_argument("--margin", type=float, help="target margin of the loss")
-    train.add_argument(
-        "--max-norm", type=_max_norm, default=_UNSET,
-        help="network chapter: spectral-norm cap of lift and projection, or 'none'",
-    )  # fmt: skip
-    train.add_argument("--step-size", type=float, help="step h of each block")
-    train.add_argument("--depth", type=int, help="number of blocks")
-    train.add_argument("--width", type=int, help="units (channels) of each block")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--learning-rate", type=float)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument(
-        "--image-shape", type=_image_shape, help="H,W,C: use the convolutional network"
-    )
-    train.add_argument("--random-state", type=int)
-    train.set_defaults(func=_cmd_train)
+    for flag, options in _TRAIN_OPTIONS:
+        train.add_argument(flag, **options)
 
-    evaluate = sub.add_parser(
-        "evaluate", parents=[common, data], help="clean, robust and certified accuracy",
-        description="Clean, robust (l2-PGD with steps of 0.1 eps) and certified accuracy of a "
-        "pickled classifier on a data set.",
-    )  # fmt: skip
-    evaluate.add_argument("--model", required=True, help="a pickle written by 'train'")
+    evaluate = _subcommand(sub, _cmd_evaluate, parents=[common, data, model_in])
     evaluate.add_argument(
         "--eps", type=_eps_list, help=f"comma-separated l2 radii (default: {radii(_EVAL_EPS)})"
     )
@@ -416,19 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument("--n-eval", type=_positive_int, help="evaluate the first N points only")
     evaluate.add_argument("--random-state", type=int, default=0)
-    evaluate.set_defaults(func=_cmd_evaluate)
 
-    export = sub.add_parser(
-        "export", parents=[common], help="export a SavedModel version for TF Serving",
-        description="Export a pickled estimator as BASE_DIR/<version>/ (a SavedModel with the "
-        "signature serving_default) and print its path.",
-    )  # fmt: skip
-    export.add_argument("--model", required=True, help="a pickle written by 'train'")
+    export = _subcommand(sub, _cmd_export, parents=[common, model_in])
     export.add_argument("--out", required=True, metavar="BASE_DIR", help="the model base path")
     export.add_argument(
         "--version", type=int, help="version number (default: the next free integer)"
     )
-    export.set_defaults(func=_cmd_export)
     return parser
 
 

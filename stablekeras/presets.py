@@ -75,6 +75,25 @@ _CERTIFIED = dict(
     weight_decay=0.0,
 )
 
+#: The chapter's network (sub-steps); ``chapter_constraint`` changes only the enforcement.
+_CHAPTER = dict(
+    network="chapter",
+    constraint="nonexpansive",
+    enforcement="substeps",
+    step_size=0.25,
+    width=8,
+    depth=4,
+    kernel_size=3,
+    max_norm=None,
+    dense_width=None,
+    loss="hinge",
+    margin=1.0,
+    epochs=15,
+    batch_size=128,
+    learning_rate=1e-2,
+    weight_decay=1e-5,
+)
+
 PRESETS: MappingProxyType = MappingProxyType(
     {
         p.name: p
@@ -125,21 +144,7 @@ PRESETS: MappingProxyType = MappingProxyType(
                 "lipschitz_bound_ is the product of their norms, grows in training, "
                 "and certifies little: NOT a certified network. Needs image_shape. "
                 "`python -m benchmarks.chapter_mnist`.",
-                network="chapter",
-                constraint="nonexpansive",
-                enforcement="substeps",
-                step_size=0.25,
-                width=8,
-                depth=4,
-                kernel_size=3,
-                max_norm=None,
-                dense_width=None,
-                loss="hinge",
-                margin=1.0,
-                epochs=15,
-                batch_size=128,
-                learning_rate=1e-2,
-                weight_decay=1e-5,
+                **_CHAPTER,
             ),
             _preset(
                 "chapter_constraint",
@@ -147,21 +152,7 @@ PRESETS: MappingProxyType = MappingProxyType(
                 "h L ||A||^2 <= 2 by a kernel constraint after every optimizer step "
                 "(fixed cost, instead of adaptive sub-steps); NOT certified either "
                 "(free lift and projection).",
-                network="chapter",
-                constraint="nonexpansive",
-                enforcement="project",
-                step_size=1.0,
-                width=8,
-                depth=4,
-                kernel_size=3,
-                max_norm=None,
-                dense_width=None,
-                loss="hinge",
-                margin=1.0,
-                epochs=15,
-                batch_size=128,
-                learning_rate=1e-2,
-                weight_decay=1e-5,
+                **dict(_CHAPTER, enforcement="project", step_size=1.0),
             ),
         )
     }
