@@ -22,7 +22,7 @@ PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
 
 # The tests and every docstring example of the package (`pytest --doctest-modules stablekeras`).
 test: $(STAMP)
-	$(PYTEST) --doctest-modules tests stablekeras
+	$(PYTEST) --durations=15 --doctest-modules tests stablekeras
 
 # The long and real-data checks; the certified-MNIST acceptance (a full fit of
 # several minutes) runs last and alone, so that it does not compete for the cores.

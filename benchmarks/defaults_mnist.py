@@ -71,7 +71,7 @@ def fit_pairs(X, y, n_pairs: int, overrides=None, verbose=True):
     return models, times
 
 
-def evaluate(clf, X_test, y_test, n_pgd: int, steps: int) -> dict:
+def evaluate(clf, X_test, y_test, n_pgd: int, steps: int, pgd_eps=PGD_EPS) -> dict:
     """Clean, certified (if the model has a bound) and two-attack robust accuracy."""
     from stablekeras.robustness import certified_accuracy, robust_accuracy
 
@@ -84,7 +84,7 @@ def evaluate(clf, X_test, y_test, n_pgd: int, steps: int) -> dict:
     )
     X_pgd, y_pgd = X_test[:n_pgd], y_test[:n_pgd]
     robust, by_loss = {}, {"crossentropy": {}, "margin": {}}
-    for eps in PGD_EPS:
+    for eps in pgd_eps:
         common = dict(attack="pgd", eps=eps, norm=2, steps=steps, step_size=0.1 * eps)
         robust[_key(eps)] = float(robust_accuracy(clf, X_pgd, y_pgd, loss="both", **common))
         for loss in by_loss:
@@ -114,7 +114,15 @@ def acceptance(result: dict) -> dict:
 
 
 def run(
-    *, n_train=None, n_test=None, n_pgd=500, steps=100, n_pairs=3, overrides=None, verbose=True
+    *,
+    n_train=None,
+    n_test=None,
+    n_pgd=500,
+    steps=100,
+    n_pairs=3,
+    overrides=None,
+    verbose=True,
+    pgd_eps=PGD_EPS,
 ):
     from benchmarks._data import load_mnist_t10k
 
@@ -139,7 +147,7 @@ def run(
         "epochs": {name: int(clf.n_iter_) for name, clf in models.items()},
     }
     for name, clf in models.items():
-        result[name] = evaluate(clf, X_test, y_test, n_pgd, steps)
+        result[name] = evaluate(clf, X_test, y_test, n_pgd, steps, pgd_eps)
         if not math.isfinite(result[name]["lipschitz_bound"]):
             result[name]["lipschitz_bound"] = None
     result["acceptance"] = acceptance(result)

@@ -53,11 +53,6 @@ def test_script_list_is_not_empty():
     assert len(SCRIPTS) >= 7 and JSON_FILES
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="legacy results are re-run by the lead (the JSON written before "
-    "benchmarks/_results.py have no provenance record)",
-)
 @pytest.mark.parametrize("path", JSON_FILES, ids=lambda p: p.name)
 def test_every_result_names_its_script_and_provenance(path):
     result = json.loads(path.read_text())
