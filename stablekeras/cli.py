@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import os
 import pickle
 import sys
@@ -39,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stablekeras import __version__
+from stablekeras._cli_types import eps_list, image_shape, max_norm, positive_int
 from stablekeras._io import dump_pickle, format_bound
 from stablekeras.demo import DEMO_SETTINGS, QUICK_SETTINGS
 from stablekeras.presets import list_presets
@@ -62,50 +62,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-# ---- argument types -----------------------------------------------------------------
-def _eps_list(text: str) -> list[float]:
-    """``"0,0.1,0.3"`` -> ``[0.0, 0.1, 0.3]``: finite radii >= 0."""
-    values = []
-    for item in text.split(","):
-        try:
-            value = float(item)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"invalid eps list {text!r}: {item.strip()!r} is not a number "
-                "(expected comma-separated radii such as 0,0.1,0.3)"
-            ) from None
-        if not (math.isfinite(value) and value >= 0):
-            raise argparse.ArgumentTypeError(
-                f"invalid eps list {text!r}: radii must be finite and >= 0, got {item.strip()}"
-            )
-        values.append(value)
-    return values
-
-
-def _image_shape(text: str) -> tuple[int, int, int]:
-    """``"8,8,1"`` -> ``(8, 8, 1)``."""
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(
-            f"invalid image shape {text!r}: expected three positive integers H,W,C such as 8,8,1"
-        )
-    return shape
-
-
-def _max_norm(text: str) -> float | None:
-    if text.lower() == "none":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid max norm {text!r}: expected a number > 0 or 'none'"
-        ) from None
-
-
 #: The options of ``train`` that set a StableClassifier parameter of the same name
 #: (dashes for underscores); one left out (its default) keeps the estimator's value.
 _TRAIN_OPTIONS = (
@@ -116,7 +72,7 @@ _TRAIN_OPTIONS = (
     (
         "--max-norm",
         dict(
-            type=_max_norm,
+            type=max_norm,
             default=_UNSET,
             help="network chapter: spectral-norm cap of lift and projection, or 'none'",
         ),
@@ -127,19 +83,9 @@ _TRAIN_OPTIONS = (
     ("--epochs", dict(type=int)),
     ("--learning-rate", dict(type=float)),
     ("--batch-size", dict(type=int)),
-    ("--image-shape", dict(type=_image_shape, help="H,W,C: use the convolutional network")),
+    ("--image-shape", dict(type=image_shape, help="H,W,C: use the convolutional network")),
     ("--random-state", dict(type=int)),
 )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 # ---- TensorFlow, quietly -------------------------------------------------------------
@@ -396,19 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="stablekeras-out", help="output directory (default: %(default)s)"
     )
     demo.add_argument(
-        "--epochs", type=_positive_int,
+        "--epochs", type=positive_int,
         help="training epochs of both networks (default: the estimator's default)",
     )  # fmt: skip
     demo.add_argument(
-        "--eps", type=_eps_list,
+        "--eps", type=eps_list,
         help=f"comma-separated l2 radii (default: {radii(DEMO_SETTINGS['eps'])})",
     )  # fmt: skip
     demo.add_argument(
-        "--steps", type=_positive_int,
+        "--steps", type=positive_int,
         help=f"PGD steps of 0.1 eps (default: {DEMO_SETTINGS['steps']})",
     )  # fmt: skip
     demo.add_argument(
-        "--n-eval", type=_positive_int,
+        "--n-eval", type=positive_int,
         help=f"held-out points attacked (default: {DEMO_SETTINGS['n_eval']})",
     )  # fmt: skip
     demo.add_argument("--random-state", type=int, default=0, help="seed (default: %(default)s)")
@@ -429,17 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = _subcommand(sub, _cmd_evaluate, parents=[common, data, model_in])
     evaluate.add_argument(
-        "--eps", type=_eps_list, help=f"comma-separated l2 radii (default: {radii(_EVAL_EPS)})"
+        "--eps", type=eps_list, help=f"comma-separated l2 radii (default: {radii(_EVAL_EPS)})"
     )
     evaluate.add_argument(
-        "--steps", type=_positive_int, default=100, help="PGD steps (default: %(default)s)"
+        "--steps", type=positive_int, default=100, help="PGD steps (default: %(default)s)"
     )
     evaluate.add_argument(
         "--loss", choices=("both", "crossentropy", "margin"), default="both",
         help="the attack's loss; 'both': a point is robust only if a cross-entropy and a "
         "margin attack both fail (default: %(default)s)",
     )  # fmt: skip
-    evaluate.add_argument("--n-eval", type=_positive_int, help="evaluate the first N points only")
+    evaluate.add_argument("--n-eval", type=positive_int, help="evaluate the first N points only")
     evaluate.add_argument("--random-state", type=int, default=0)
 
     export = _subcommand(sub, _cmd_export, parents=[common, model_in])
