@@ -14,8 +14,29 @@ __all__ = [
 ]
 
 
+def _positive(value, name):
+    value = float(value)
+    if not value > 0:
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected a positive number. "
+            f"Received: {name}={value}"
+        )
+    return value
+
+
+class _MarginLoss(keras.losses.Loss):
+    """A loss on logits with a target ``margin`` > 0; Keras names it after its class."""
+
+    def __init__(self, margin: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.margin = _positive(margin, "margin")
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
+
+
 @keras.saving.register_keras_serializable(package="stablekeras")
-class MulticlassHinge(keras.losses.Loss):
+class MulticlassHinge(_MarginLoss):
     """Multi-class margin (hinge) loss on logits, the loss the chapter trains with.
 
     ``loss(f, y) = mean_{j != y} max(0, margin - (f_y - f_j))``, the multi-class
@@ -37,22 +58,6 @@ class MulticlassHinge(keras.losses.Loss):
     0.0
     """
 
-    def __init__(
-        self,
-        margin: float = 1.0,
-        reduction="sum_over_batch_size",
-        name="multiclass_hinge",
-        **kwargs,
-    ):
-        super().__init__(reduction=reduction, name=name, **kwargs)
-        margin = float(margin)
-        if not margin > 0:
-            raise ValueError(
-                "Received an invalid value for `margin`, expected a positive number. "
-                f"Received: margin={margin}"
-            )
-        self.margin = margin
-
     def call(self, y_true, y_pred):
         y_pred = ops.convert_to_tensor(y_pred)
         n_classes = ops.shape(y_pred)[-1]
@@ -62,19 +67,6 @@ class MulticlassHinge(keras.losses.Loss):
         hinge = ops.relu(self.margin - true_logit + y_pred) * (1.0 - onehot)
         return ops.sum(hinge, axis=-1) / ops.cast(n_classes - 1, y_pred.dtype)
 
-    def get_config(self):
-        return {**super().get_config(), "margin": self.margin}
-
-
-def _positive(value, name):
-    value = float(value)
-    if not value > 0:
-        raise ValueError(
-            f"Received an invalid value for `{name}`, expected a positive number. "
-            f"Received: {name}={value}"
-        )
-    return value
-
 
 def _onehot(y_true, y_pred):
     y_pred = ops.convert_to_tensor(y_pred)
@@ -83,7 +75,7 @@ def _onehot(y_true, y_pred):
 
 
 @keras.saving.register_keras_serializable(package="stablekeras")
-class MulticlassHKR(keras.losses.Loss):
+class MulticlassHKR(_MarginLoss):
     """Hinge plus Kantorovich-Rubinstein (HKR): ``alpha * hinge - KR`` on logits.
 
     ``loss(f, y) = alpha * mean_{j != y} max(0, margin - (f_y - f_j))
@@ -121,17 +113,9 @@ class MulticlassHKR(keras.losses.Loss):
     -1.75
     """
 
-    def __init__(
-        self,
-        alpha: float = 10.0,
-        margin: float = 1.0,
-        reduction="sum_over_batch_size",
-        name="multiclass_hkr",
-        **kwargs,
-    ):
-        super().__init__(reduction=reduction, name=name, **kwargs)
+    def __init__(self, alpha: float = 10.0, margin: float = 1.0, **kwargs):
+        super().__init__(margin, **kwargs)
         self.alpha = _positive(alpha, "alpha")
-        self.margin = _positive(margin, "margin")
 
     def call(self, y_true, y_pred):
         y_pred, onehot = _onehot(y_true, y_pred)
@@ -142,11 +126,11 @@ class MulticlassHKR(keras.losses.Loss):
         return self.alpha * hinge - kr
 
     def get_config(self):
-        return {**super().get_config(), "alpha": self.alpha, "margin": self.margin}
+        return {**super().get_config(), "alpha": self.alpha}
 
 
 @keras.saving.register_keras_serializable(package="stablekeras")
-class OffsetCrossentropy(keras.losses.Loss):
+class OffsetCrossentropy(_MarginLoss):
     """Cross-entropy of offset, scaled logits: ``CE(t (f - margin e_y), y) / t``.
 
     The true class's logit is lowered by ``margin`` before a softmax at
@@ -179,16 +163,8 @@ class OffsetCrossentropy(keras.losses.Loss):
     True
     """
 
-    def __init__(
-        self,
-        margin: float = 1.0,
-        temperature: float = 1.0,
-        reduction="sum_over_batch_size",
-        name="offset_crossentropy",
-        **kwargs,
-    ):
-        super().__init__(reduction=reduction, name=name, **kwargs)
-        self.margin = _positive(margin, "margin")
+    def __init__(self, margin: float = 1.0, temperature: float = 1.0, **kwargs):
+        super().__init__(margin, **kwargs)
         self.temperature = _positive(temperature, "temperature")
 
     def call(self, y_true, y_pred):
@@ -197,11 +173,7 @@ class OffsetCrossentropy(keras.losses.Loss):
         return -ops.sum(onehot * ops.log_softmax(z, axis=-1), axis=-1) / self.temperature
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "margin": self.margin,
-            "temperature": self.temperature,
-        }
+        return {**super().get_config(), "temperature": self.temperature}
 
 
 def _crossentropy(margin):

@@ -34,9 +34,14 @@ class _RunKernel:
 
 
 class DenseOperator(_RunKernel):
-    """``A x = x @ kernel`` with ``kernel`` of shape ``(d, units)``."""
+    """``A x = x @ kernel`` with ``kernel`` of shape ``(d, units)``.
 
-    def _init_operator(self, units, kernel_initializer, **_):
+    Its ``__init__`` takes the operator's arguments and passes the rest on to the
+    layer family next in the method resolution order (``GradientStep``, ...).
+    """
+
+    def __init__(self, units: int, *, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
         self.units = positive_int(units, "units")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
@@ -88,9 +93,23 @@ class DenseOperator(_RunKernel):
 
 
 class ConvOperator(_RunKernel):
-    """``A x = conv2d(x, kernel)`` (no bias), ``A^T`` the transposed convolution."""
+    """``A x = conv2d(x, kernel)`` (no bias), ``A^T`` the transposed convolution.
 
-    def _init_operator(self, filters, kernel_size, strides, padding, kernel_initializer, **_):
+    Its ``__init__`` takes the operator's arguments and passes the rest on to the
+    layer family next in the method resolution order.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size=3,
+        strides=1,
+        padding: str = "same",
+        *,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
         self.filters = positive_int(filters, "filters")
         self.kernel_size = _checks.pair(kernel_size, "kernel_size")
         self.strides = _checks.pair(strides, "strides")

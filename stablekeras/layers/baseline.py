@@ -78,20 +78,8 @@ class ResidualDense(_Residual):
     (2, 3)
     """
 
-    def __init__(
-        self,
-        units: int,
-        step_size: float = 1.0,
-        activation="relu",
-        kernel_initializer="glorot_uniform",
-        **kwargs,
-    ):
-        super().__init__(
-            step_size=step_size,
-            activation=activation,
-            kernel_initializer=kernel_initializer,
-            **kwargs,
-        )
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
         self.units = positive_int(units, "units")
 
     def build(self, input_shape):
@@ -139,21 +127,8 @@ class ResidualConv2D(_Residual):
     (1, 5, 5, 2)
     """
 
-    def __init__(
-        self,
-        filters: int,
-        kernel_size=3,
-        step_size: float = 1.0,
-        activation="relu",
-        kernel_initializer="glorot_uniform",
-        **kwargs,
-    ):
-        super().__init__(
-            step_size=step_size,
-            activation=activation,
-            kernel_initializer=kernel_initializer,
-            **kwargs,
-        )
+    def __init__(self, filters: int, kernel_size=3, **kwargs):
+        super().__init__(**kwargs)
         self.filters = positive_int(filters, "filters")
         self.kernel_size = _checks.pair(kernel_size, "kernel_size")
 

@@ -125,33 +125,6 @@ class NonExpansiveDense(DenseOperator, GradientStep):
     ((2, 4), 1.0)
     """
 
-    def __init__(
-        self,
-        units: int,
-        step_size: float = 1.0,
-        activation="relu",
-        integrator="euler",
-        enforcement: str = "project",
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        max_substeps: int = 32,
-        normalization: str = "aol",
-        **kwargs,
-    ):
-        super().__init__(
-            step_size=step_size,
-            activation=activation,
-            integrator=integrator,
-            enforcement=enforcement,
-            use_bias=use_bias,
-            bias_initializer=bias_initializer,
-            max_substeps=max_substeps,
-            normalization=normalization,
-            **kwargs,
-        )
-        self._init_operator(units=units, kernel_initializer=kernel_initializer)
-
 
 @keras.saving.register_keras_serializable(package="stablekeras")
 class NonExpansiveConv2D(ConvOperator, GradientStep):
@@ -183,45 +156,14 @@ kernel_initializer,
     (1, 6, 6, 4)
     """
 
-    def __init__(
-        self,
-        filters: int,
-        kernel_size=3,
-        strides=1,
-        padding: str = "same",
-        step_size: float = 1.0,
-        activation="relu",
-        integrator="euler",
-        enforcement: str = "project",
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        max_substeps: int = 32,
-        normalization: str = "aol",
-        **kwargs,
-    ):
-        super().__init__(
-            step_size=step_size,
-            activation=activation,
-            integrator=integrator,
-            enforcement=enforcement,
-            use_bias=use_bias,
-            bias_initializer=bias_initializer,
-            max_substeps=max_substeps,
-            normalization=normalization,
-            **kwargs,
-        )
-        self._init_operator(
-            filters=filters,
-            kernel_size=kernel_size,
-            strides=strides,
-            padding=padding,
-            kernel_initializer=kernel_initializer,
-        )
-
 
 class _Contractive:
+    """The contractive variant: ``strong_convexity`` must be > 0 (default 0.1)."""
+
     _strongly_convex = True
+
+    def __init__(self, *args, strong_convexity: float = 0.1, **kwargs):
+        super().__init__(*args, strong_convexity=strong_convexity, **kwargs)
 
     def get_config(self):
         return {**super().get_config(), "strong_convexity": self.strong_convexity}
@@ -257,35 +199,6 @@ bias_initializer, max_substeps :
     0.9
     """
 
-    def __init__(
-        self,
-        units: int,
-        step_size: float = 1.0,
-        strong_convexity: float = 0.1,
-        activation="relu",
-        enforcement: str = "project",
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        max_substeps: int = 32,
-        integrator="euler",
-        normalization: str = "aol",
-        **kwargs,
-    ):
-        super().__init__(
-            step_size=step_size,
-            activation=activation,
-            integrator=integrator,
-            enforcement=enforcement,
-            use_bias=use_bias,
-            bias_initializer=bias_initializer,
-            max_substeps=max_substeps,
-            strong_convexity=strong_convexity,
-            normalization=normalization,
-            **kwargs,
-        )
-        self._init_operator(units=units, kernel_initializer=kernel_initializer)
-
 
 @keras.saving.register_keras_serializable(package="stablekeras")
 class ContractiveConv2D(_Contractive, ConvOperator, GradientStep):
@@ -298,47 +211,10 @@ class ContractiveConv2D(_Contractive, ConvOperator, GradientStep):
     --------
     >>> import numpy as np
     >>> layer = ContractiveConv2D(4, 3, strong_convexity=0.2)
-    >>> tuple(layer(np.zeros((1, 5, 5, 2), "float32")).shape)
-    (1, 5, 5, 2)
+    >>> y = layer(np.zeros((1, 5, 5, 2), "float32"))
+    >>> tuple(y.shape), round(layer.lipschitz_bound(), 6)
+    ((1, 5, 5, 2), 0.8)
     """
-
-    def __init__(
-        self,
-        filters: int,
-        kernel_size=3,
-        strides=1,
-        padding: str = "same",
-        step_size: float = 1.0,
-        strong_convexity: float = 0.1,
-        activation="relu",
-        enforcement: str = "project",
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        max_substeps: int = 32,
-        integrator="euler",
-        normalization: str = "aol",
-        **kwargs,
-    ):
-        super().__init__(
-            step_size=step_size,
-            activation=activation,
-            integrator=integrator,
-            enforcement=enforcement,
-            use_bias=use_bias,
-            bias_initializer=bias_initializer,
-            max_substeps=max_substeps,
-            strong_convexity=strong_convexity,
-            normalization=normalization,
-            **kwargs,
-        )
-        self._init_operator(
-            filters=filters,
-            kernel_size=kernel_size,
-            strides=strides,
-            padding=padding,
-            kernel_initializer=kernel_initializer,
-        )
 
 
 @keras.saving.register_keras_serializable(package="stablekeras")

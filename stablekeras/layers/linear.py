@@ -103,24 +103,8 @@ class SpectralDense(DenseOperator, _Bounded):
     True
     """
 
-    def __init__(
-        self,
-        units: int,
-        max_norm: float | None = 1.0,
-        activation=None,
-        use_bias: bool = True,
-        kernel_initializer="orthogonal",
-        bias_initializer="zeros",
-        **kwargs,
-    ):
-        super().__init__(
-            max_norm=max_norm,
-            activation=activation,
-            use_bias=use_bias,
-            bias_initializer=bias_initializer,
-            **kwargs,
-        )
-        self._init_operator(units=units, kernel_initializer=kernel_initializer)
+    def __init__(self, units: int, *, kernel_initializer="orthogonal", **kwargs):
+        super().__init__(units, kernel_initializer=kernel_initializer, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="stablekeras")
@@ -148,33 +132,8 @@ class SpectralConv2D(ConvOperator, _Bounded):
     (1, 6, 6, 4)
     """
 
-    def __init__(
-        self,
-        filters: int,
-        kernel_size=1,
-        strides=1,
-        padding: str = "same",
-        max_norm: float | None = 1.0,
-        activation=None,
-        use_bias: bool = True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        **kwargs,
-    ):
-        super().__init__(
-            max_norm=max_norm,
-            activation=activation,
-            use_bias=use_bias,
-            bias_initializer=bias_initializer,
-            **kwargs,
-        )
-        self._init_operator(
-            filters=filters,
-            kernel_size=kernel_size,
-            strides=strides,
-            padding=padding,
-            kernel_initializer=kernel_initializer,
-        )
+    def __init__(self, filters: int, kernel_size=1, *args, **kwargs):
+        super().__init__(filters, kernel_size, *args, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="stablekeras")

@@ -15,6 +15,10 @@ rounding allowance of the certificates), :mod:`~stablekeras.robustness.scoring`
 (scikit-learn scorers) and :mod:`~stablekeras.robustness.curves` (curves, tables,
 plots). Every public name is importable from ``stablekeras.robustness``.
 
+The attacking functions take the attack's settings as keyword arguments
+(``attack="pgd"``, ``steps=100``, ``loss="both"``, ...): the fields of
+:class:`AttackSettings`, which checks them and documents each.
+
 Every attack runs in inference mode (``model_(x, training=False)``), in batches,
 inside one compiled :func:`tf.function` with the input signature
 ``[None, n_features]``: the last, partial batch does not retrace. The compiled
@@ -43,11 +47,9 @@ descent without random start.
 
 Examples
 --------
->>> from sklearn.datasets import load_digits
->>> from stablekeras import StableClassifier
+>>> from stablekeras import StableClassifier, datasets
+>>> X, y = datasets.load_dataset("digits")  # pixels in [0, 1]
 >>> from stablekeras.robustness import certified_accuracy, robust_accuracy
->>> X, y = load_digits(return_X_y=True)
->>> X = X / 16
 >>> clf = StableClassifier(depth=1, epochs=2, random_state=0).fit(X[:300], y[:300])
 >>> clean = clf.score(X[300:400], y[300:400])
 >>> robust = robust_accuracy(clf, X[300:400], y[300:400], eps=0.5, steps=5)
@@ -57,6 +59,7 @@ True
 """
 
 from stablekeras.robustness import _settings
+from stablekeras.robustness._settings import AttackSettings
 from stablekeras.robustness.attacks import generate_adversarial, robust_accuracy
 from stablekeras.robustness.certify import certified_accuracy, certified_mask, certified_radius
 from stablekeras.robustness.curves import format_table, plot_robustness_curve, robustness_curve
@@ -70,6 +73,7 @@ ATTACKS = _settings.ATTACKS
 
 __all__ = [
     "ATTACKS",
+    "AttackSettings",
     "generate_adversarial",
     "robust_accuracy",
     "make_robustness_scorer",

@@ -2,8 +2,9 @@
 
 :class:`AttackSettings` gathers what the public functions of
 :mod:`stablekeras.robustness` take as keyword arguments (attack, norm, steps,
-step size, random start, loss, clip box, batch size, seed, verbosity): they build
-one from their arguments, which checks and normalises them, and pass it on.
+step size, random start, loss, clip box, batch size, seed, verbosity): they
+forward their ``**settings`` to it, which checks and normalises them, and pass
+it on.
 The radius ``eps`` is not part of it: a robustness curve runs one setting at
 several radii.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -135,10 +136,48 @@ def check_rule(rule) -> str:
 class AttackSettings:
     """How to attack: everything but the radius, checked and normalised on creation.
 
-    The fields are the keyword arguments of :func:`~stablekeras.robustness.robust_accuracy`
-    (see there); ``attack`` becomes lower case, ``norm`` is ``2`` or ``np.inf``,
-    ``clip`` a pair of floats or None. Frozen: :func:`dataclasses.replace` makes a
-    changed copy, checked again.
+    The public functions of :mod:`stablekeras.robustness` that attack
+    (:func:`~stablekeras.robustness.generate_adversarial`,
+    :func:`~stablekeras.robustness.robust_accuracy`,
+    :func:`~stablekeras.robustness.make_robustness_scorer`,
+    :func:`~stablekeras.robustness.robustness_curve`) take these fields as
+    keyword arguments (``**settings``) and build one from them, so the settings
+    are written out and checked in this one place.
+
+    Parameters
+    ----------
+    attack : {"fgsm", "pgd", "bim", "mim"}, default="pgd"
+        The fast gradient (sign) method, projected gradient descent (``"bim"``:
+        without random start, the basic iterative method) or the momentum
+        iterative method, as in CleverHans. ``"cw"`` / ``"carlini_wagner_l2"`` and
+        ``"spsa"`` raise ``ValueError`` (broken in CleverHans 4.0.0 with Keras 3;
+        use ``loss="margin"`` for the Carlini-Wagner objective).
+    norm : {2, np.inf, "l2", "linf", "inf"}, default=2
+        Norm of the ball; becomes ``2`` or ``np.inf``.
+    steps : int, default=20
+        Iterations of PGD, BIM and MIM (unused by FGSM).
+    step_size : float or None, default=None
+        Step of each iteration, at most ``eps``; ``None`` is ``2.5 * eps / steps``
+        (capped at ``eps``). Unused by FGSM, which takes one step of ``eps``.
+    random_start : bool, default=False
+        PGD only: start from a uniform random point of the ball (Madry et al.).
+    loss : {"crossentropy", "margin", "both"}, default="crossentropy"
+        The loss the attack increases: CleverHans's softmax cross-entropy, or the
+        Carlini-Wagner margin ``max_{j != y} z_j - z_y``. ``"both"`` runs the
+        attack once with each loss, and a point counts as robust only if it
+        survives both (the stronger measure: cross-entropy gradients vanish on a
+        saturated softmax, the margin's do not).
+    clip : (float, float) or None, default=(0.0, 1.0)
+        Box the adversarial points stay in (pixels in [0, 1]); ``None`` does not
+        clip. The clean points must lie in the box. Becomes a pair of floats.
+    batch_size : int, default=512
+        Points attacked per call of the compiled attack.
+    random_state : int, RandomState or None, default=None
+        Seeds the random start, so that two calls give the same points.
+    verbose : int, default=0
+        1 shows a progress bar over batches.
+
+    Frozen: :func:`dataclasses.replace` makes a changed copy, checked again.
 
     Examples
     --------
@@ -149,6 +188,12 @@ loss='crossentropy', clip=(0.0, 1.0), batch_size=512, random_state=None, verbose
     Traceback (most recent call last):
     ...
     ValueError: Received an invalid value for `steps`, expected an integer >= 1. Received: steps=0
+    >>> AttackSettings.from_keywords("robust_accuracy", {"stpes": 5})
+    Traceback (most recent call last):
+    ...
+    TypeError: robust_accuracy() got an unexpected keyword argument 'stpes'; the attack \
+settings are attack, norm, steps, step_size, random_start, loss, clip, batch_size, \
+random_state, verbose (see stablekeras.robustness.AttackSettings)
     """
 
     attack: str = "pgd"
@@ -185,6 +230,22 @@ loss='crossentropy', clip=(0.0, 1.0), batch_size=512, random_state=None, verbose
             ("batch_size", batch_size),
         ):
             object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_keywords(cls, where: str, keywords: dict, **defaults) -> AttackSettings:
+        """The settings a public function received as ``**settings``, over ``defaults``.
+
+        An unknown keyword raises ``TypeError`` naming the function, the keyword
+        and the settings there are.
+        """
+        names = [f.name for f in fields(cls)]
+        for key in keywords:
+            if key not in names:
+                raise TypeError(
+                    f"{where}() got an unexpected keyword argument {key!r}; the attack "
+                    f"settings are {', '.join(names)} (see stablekeras.robustness.AttackSettings)"
+                )
+        return cls(**{**defaults, **keywords})
 
     @property
     def losses(self) -> tuple[str, ...]:

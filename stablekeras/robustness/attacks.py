@@ -119,23 +119,7 @@ def run_attack(estimator, X, y, eps, settings: AttackSettings):
     return combine_attacks(attack_runs(estimator, X, y, eps, settings))
 
 
-def generate_adversarial(
-    estimator,
-    X,
-    y=None,
-    *,
-    attack: str = "pgd",
-    eps: float,
-    norm: float | str = 2,
-    steps: int = 20,
-    step_size: float | None = None,
-    random_start: bool = False,
-    loss: str = "crossentropy",
-    clip: tuple[float, float] | None = (0.0, 1.0),
-    batch_size: int = 512,
-    random_state=None,
-    verbose: int = 0,
-) -> np.ndarray:
+def generate_adversarial(estimator, X, y=None, *, eps: float, **settings) -> np.ndarray:
     """Adversarial examples of ``X`` for a fitted classifier, by a CleverHans attack.
 
     The attack runs on the logits of ``estimator.model_`` in inference mode, in
@@ -153,38 +137,14 @@ def generate_adversarial(
     y : array-like of shape (n_samples,) or None, default=None
         True labels, from ``classes_`` (strings allowed). ``None`` attacks the
         model's own predictions.
-    attack : {"fgsm", "pgd", "bim", "mim"}, default="pgd"
-        The fast gradient (sign) method, projected gradient descent (``"bim"``:
-        without random start, the basic iterative method) or the momentum
-        iterative method, as in CleverHans. ``"cw"`` / ``"carlini_wagner_l2"`` and
-        ``"spsa"`` raise ``ValueError`` (broken in CleverHans 4.0.0 with Keras 3;
-        use ``loss="margin"`` for the Carlini-Wagner objective).
     eps : float
         Radius of the perturbation ball, >= 0. ``eps=0`` runs no attack.
-    norm : {2, np.inf, "l2", "linf", "inf"}, default=2
-        Norm of the ball.
-    steps : int, default=20
-        Iterations of PGD, BIM and MIM (unused by FGSM).
-    step_size : float or None, default=None
-        Step of each iteration, at most ``eps``; ``None`` is ``2.5 * eps / steps``
-        (capped at ``eps``). Unused by FGSM, which takes one step of ``eps``.
-    random_start : bool, default=False
-        PGD only: start from a uniform random point of the ball (Madry et al.).
-    loss : {"crossentropy", "margin", "both"}, default="crossentropy"
-        The loss the attack increases: CleverHans's softmax cross-entropy, or the
-        Carlini-Wagner margin ``max_{j != y} z_j - z_y``. ``"both"`` runs the
-        attack once with each loss, and a point counts as robust only if it
-        survives both (the stronger measure: cross-entropy gradients vanish on a
-        saturated softmax, the margin's do not).
-    clip : (float, float) or None, default=(0.0, 1.0)
-        Box the adversarial points stay in (pixels in [0, 1]); ``None`` does not
-        clip. ``X`` itself must lie in the box.
-    batch_size : int, default=512
-        Points attacked per call of the compiled attack.
-    random_state : int, RandomState or None, default=None
-        Seeds the random start, so that two calls give the same points.
-    verbose : int, default=0
-        1 shows a progress bar over batches.
+    **settings
+        How to attack, the fields of :class:`AttackSettings` (checked there):
+        ``attack="pgd"``, ``norm=2``, ``steps=20``, ``step_size=None``,
+        ``random_start=False``, ``loss="crossentropy"``, ``clip=(0.0, 1.0)``,
+        ``batch_size=512``, ``random_state=None``, ``verbose=0``. ``X`` must lie
+        in ``clip``.
 
     Returns
     -------
@@ -200,6 +160,8 @@ def generate_adversarial(
     ValueError
         For an unknown or unsupported attack, ``eps < 0``, an unknown norm, or
         ``X`` outside ``clip``.
+    TypeError
+        For a keyword that is not one of the settings.
 
     See Also
     --------
@@ -217,13 +179,11 @@ def generate_adversarial(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from sklearn.datasets import load_digits
-    >>> from stablekeras import StableClassifier
-    >>> X, y = load_digits(return_X_y=True)
-    >>> X = X / 16
+    >>> from stablekeras import StableClassifier, datasets
+    >>> X, y = datasets.load_dataset("digits")  # pixels in [0, 1]
     >>> clf = StableClassifier(depth=1, epochs=2, random_state=0).fit(X[:300], y[:300])
     >>> X_adv = generate_adversarial(clf, X[:20], y[:20], eps=0.5, norm=2, steps=5)
+    >>> import numpy as np
     >>> bool(np.all(np.linalg.norm(X_adv - X[:20], axis=1) <= 0.5 + 1e-5))
     True
     >>> X_adv = generate_adversarial(clf, X[:20], y[:20], attack="fgsm", eps=0.1, norm="linf")
@@ -238,32 +198,11 @@ def generate_adversarial(
     >>> bool(np.array_equal(fooled("both"), fooled("crossentropy") | fooled("margin")))
     True
     """
-    settings = AttackSettings(
-        attack=attack, norm=norm, steps=steps, step_size=step_size,
-        random_start=random_start, loss=loss, clip=clip, batch_size=batch_size,
-        random_state=random_state, verbose=verbose,
-    )  # fmt: skip
+    settings = AttackSettings.from_keywords("generate_adversarial", settings)
     return run_attack(estimator, X, y, eps, settings)[0]
 
 
-def robust_accuracy(
-    estimator,
-    X,
-    y,
-    *,
-    attack: str = "pgd",
-    eps: float,
-    norm: float | str = 2,
-    steps: int = 20,
-    step_size: float | None = None,
-    random_start: bool = False,
-    loss: str = "crossentropy",
-    clip: tuple[float, float] | None = (0.0, 1.0),
-    batch_size: int = 512,
-    random_state=None,
-    verbose: int = 0,
-    sample_weight=None,
-) -> float:
+def robust_accuracy(estimator, X, y, *, eps: float, sample_weight=None, **settings) -> float:
     """Accuracy under attack: the fraction of points classified correctly both
     as they are and after the attack.
 
@@ -281,11 +220,13 @@ def robust_accuracy(
     X : array-like of shape (n_samples, n_features)
     y : array-like of shape (n_samples,)
         True labels, from ``classes_``.
-    attack, eps, norm, steps, step_size, random_start, loss, clip, batch_size, \
-random_state, verbose :
-        The attack, as in :func:`generate_adversarial` (same defaults).
+    eps : float
+        Radius of the perturbation ball, >= 0.
     sample_weight : array-like of shape (n_samples,), optional
         Weights of the points in the mean.
+    **settings
+        How to attack, the fields of :class:`AttackSettings` with their defaults
+        (``attack="pgd"``, ``steps=20``, ``loss="crossentropy"``, ...).
 
     Returns
     -------
@@ -299,10 +240,8 @@ random_state, verbose :
 
     Examples
     --------
-    >>> from sklearn.datasets import load_digits
-    >>> from stablekeras import StableClassifier
-    >>> X, y = load_digits(return_X_y=True)
-    >>> X = X / 16
+    >>> from stablekeras import StableClassifier, datasets
+    >>> X, y = datasets.load_dataset("digits")  # pixels in [0, 1]
     >>> clf = StableClassifier(depth=1, epochs=2, random_state=0).fit(X[:300], y[:300])
     >>> robust_accuracy(clf, X[300:400], y[300:400], eps=0) == clf.score(X[300:400], y[300:400])
     True
@@ -310,10 +249,6 @@ random_state, verbose :
     >>> bool(robust < clf.score(X[300:400], y[300:400]))
     True
     """
-    settings = AttackSettings(
-        attack=attack, norm=norm, steps=steps, step_size=step_size,
-        random_start=random_start, loss=loss, clip=clip, batch_size=batch_size,
-        random_state=random_state, verbose=verbose,
-    )  # fmt: skip
+    settings = AttackSettings.from_keywords("robust_accuracy", settings)
     _, clean, adv, y_idx = run_attack(estimator, X, y, eps, settings)
     return weighted_mean((clean == y_idx) & (adv == y_idx), sample_weight)

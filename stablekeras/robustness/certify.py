@@ -180,16 +180,13 @@ def certified_radius(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from sklearn.datasets import load_digits
-    >>> from stablekeras import StableClassifier
-    >>> X, y = load_digits(return_X_y=True)
-    >>> clf = StableClassifier(depth=1, epochs=2, random_state=0)  # certified: L <= 1
-    >>> clf = clf.fit(X[:300] / 16, y[:300])
-    >>> r = certified_radius(clf, X[:5] / 16)
-    >>> r.shape, bool(np.all(r >= 0))
+    >>> from stablekeras import StableClassifier, datasets
+    >>> X, y = datasets.load_dataset("digits")  # pixels in [0, 1]
+    >>> clf = StableClassifier(depth=1, epochs=2, random_state=0).fit(X[:300], y[:300])
+    >>> r = certified_radius(clf, X[:5])  # the network is certified: L <= 1
+    >>> r.shape, bool((r >= 0).all())
     ((5,), True)
-    >>> bool(np.all(r <= certified_radius(clf, X[:5] / 16, unit_roundoff=0)))
+    >>> bool((r <= certified_radius(clf, X[:5], unit_roundoff=0)).all())
     True
     """
     rule = check_rule(rule)
@@ -265,12 +262,9 @@ def certified_accuracy(
 
     Examples
     --------
-    >>> from sklearn.datasets import load_digits
-    >>> from stablekeras import StableClassifier
-    >>> X, y = load_digits(return_X_y=True)
-    >>> X = X / 16
-    >>> clf = StableClassifier(depth=1, epochs=2, random_state=0)  # certified: L <= 1
-    >>> clf = clf.fit(X[:300], y[:300])
+    >>> from stablekeras import StableClassifier, datasets
+    >>> X, y = datasets.load_dataset("digits")  # pixels in [0, 1]
+    >>> clf = StableClassifier(depth=1, epochs=2, random_state=0).fit(X[:300], y[:300])
     >>> acc = certified_accuracy(clf, X[300:400], y[300:400], eps=[0.0, 0.1, 1.0])
     >>> bool(acc[0] >= acc[1] >= acc[2])
     True

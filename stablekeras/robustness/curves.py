@@ -32,18 +32,9 @@ def robustness_curve(
     y,
     eps: Sequence[float] = (0.0, 0.1, 0.3, 0.5, 1.0),
     *,
-    attack: str = "pgd",
-    norm: float | str = 2,
-    steps: int = 20,
-    step_size: float | None = None,
     relative_step: float | None = None,
-    random_start: bool = False,
-    loss: str = "both",
-    clip: tuple[float, float] | None = (0.0, 1.0),
-    batch_size: int = 512,
-    random_state=None,
-    verbose: int = 0,
     name: str | None = None,
+    **settings,
 ) -> dict[str, Any]:
     """Robust and certified accuracy over a range of radii, as a table.
 
@@ -60,20 +51,19 @@ def robustness_curve(
         True labels, from ``classes_``.
     eps : sequence of float, default=(0, 0.1, 0.3, 0.5, 1)
         The radii.
-    attack, norm, steps, step_size, random_start, clip, batch_size, random_state, verbose
-        As in :func:`robust_accuracy`. With ``step_size=None`` (and no
-        ``relative_step``) each radius uses ``2.5 * eps / steps`` and one
-        compiled attack serves all radii.
     relative_step : float or None, default=None
         Step of each iteration as a fraction of each radius, in (0, 1]:
         ``steps=100, relative_step=0.1`` is l2-PGD with 100 steps of 0.1 eps.
         Exclusive with ``step_size``.
-    loss : {"both", "crossentropy", "margin"}, default="both"
-        The attack's loss. ``"both"`` runs a cross-entropy and a margin attack
-        from the same clean points; a point is robust only if it survives both,
-        and the result also holds each attack's own accuracies.
     name : str, optional
         Label of the estimator in tables and plots; default: its class and constraint.
+    **settings
+        How to attack, the fields of :class:`AttackSettings` with their defaults,
+        except ``loss="both"``: a cross-entropy and a margin attack from the same
+        clean points, a point robust only if it survives both (the result also
+        holds each attack's own accuracies). With ``step_size=None`` (and no
+        ``relative_step``) each radius uses ``2.5 * eps / steps`` and one
+        compiled attack serves all radii.
 
     Returns
     -------
@@ -99,10 +89,8 @@ def robustness_curve(
 
     Examples
     --------
-    >>> from sklearn.datasets import load_digits
-    >>> from stablekeras import StableClassifier
-    >>> X, y = load_digits(return_X_y=True)
-    >>> X = X / 16
+    >>> from stablekeras import StableClassifier, datasets
+    >>> X, y = datasets.load_dataset("digits")  # pixels in [0, 1]
     >>> clf = StableClassifier(depth=1, epochs=2, random_state=0).fit(X[:300], y[:300])
     >>> curve = robustness_curve(clf, X[300:400], y[300:400], eps=[0, 0.5, 1.0], steps=5)
     >>> curve["eps"], curve["robust"][0] == curve["clean"], curve["loss"]
@@ -112,11 +100,8 @@ def robustness_curve(
     True
     """
     values, _ = check_eps_list(eps)
-    settings = AttackSettings(
-        attack=attack, norm=norm, steps=steps, step_size=step_size,
-        random_start=random_start, loss=loss, clip=clip, batch_size=batch_size,
-        random_state=random_state, verbose=verbose,
-    )  # fmt: skip
+    settings = AttackSettings.from_keywords("robustness_curve", settings, loss=BOTH)
+    step_size = settings.step_size
     if relative_step is not None:
         if not (_checks.is_real(relative_step) and 0 < relative_step <= 1):
             raise _checks.invalid("relative_step", "None or a number in (0, 1]", relative_step)
@@ -141,7 +126,8 @@ def robustness_curve(
     L = getattr(est, "lipschitz_bound_", None)
     certified = None
     if L is not None:
-        certified = [float(v) for v in certified_accuracy(estimator, X, y, eps=values, norm=norm)]
+        values_certified = certified_accuracy(estimator, X, y, eps=values, norm=settings.norm)
+        certified = [float(v) for v in values_certified]
     return {
         "name": name if name is not None else _default_name(estimator),
         "eps": values,
@@ -154,8 +140,8 @@ def robustness_curve(
         "steps": settings.steps,
         "step_size": step_size,
         "relative_step": None if relative_step is None else float(relative_step),
-        "random_start": bool(random_start),
-        "loss": loss,
+        "random_start": settings.random_start,
+        "loss": settings.loss,
         "clip": None if settings.clip is None else list(settings.clip),
         "n_samples": len(np.asarray(y)),
         "lipschitz_bound": None if L is None else float(L),

@@ -232,16 +232,13 @@ def rounding_allowance(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from sklearn.datasets import load_digits
-    >>> from stablekeras import StableClassifier
-    >>> X, y = load_digits(return_X_y=True)
-    >>> clf = StableClassifier(epochs=1, random_state=0)
-    >>> clf = clf.fit(X[:200] / 16, y[:200])
-    >>> allowance = rounding_allowance(clf, X[:5] / 16)
-    >>> bool(np.all((allowance > 0) & (allowance < 1e-2)))
+    >>> from stablekeras import StableClassifier, datasets
+    >>> X, y = datasets.load_dataset("digits")  # pixels in [0, 1]
+    >>> clf = StableClassifier(epochs=1, random_state=0).fit(X[:200], y[:200])
+    >>> allowance = rounding_allowance(clf, X[:5])
+    >>> bool(((allowance > 0) & (allowance < 1e-2)).all())
     True
-    >>> bool(np.all(rounding_allowance(clf, X[:5] / 16, unit_roundoff=0) == 0))
+    >>> bool((rounding_allowance(clf, X[:5], unit_roundoff=0) == 0).all())
     True
     """
     est, X = fitted_classifier(estimator, X)

@@ -30,20 +30,7 @@ class _Scorer:
         return f"{self._factory}({args})"
 
 
-def make_robustness_scorer(
-    *,
-    attack: str = "pgd",
-    eps: float,
-    norm: float | str = 2,
-    steps: int = 20,
-    step_size: float | None = None,
-    random_start: bool = False,
-    loss: str = "crossentropy",
-    clip: tuple[float, float] | None = (0.0, 1.0),
-    batch_size: int = 512,
-    random_state=None,
-    verbose: int = 0,
-) -> Callable:
+def make_robustness_scorer(*, eps: float, **settings) -> Callable:
     """A scikit-learn scorer of the robust accuracy: ``scorer(estimator, X, y)``.
 
     Higher is better. It works in ``GridSearchCV`` / ``cross_validate`` (also on
@@ -52,10 +39,11 @@ def make_robustness_scorer(
 
     Parameters
     ----------
-    attack, eps, norm, steps, step_size, random_start, loss, clip, batch_size, \
-random_state, verbose :
-        The attack, as in :func:`~stablekeras.robustness.generate_adversarial` (same
-        defaults).
+    eps : float
+        Radius of the perturbation ball, >= 0.
+    **settings
+        How to attack, the fields of :class:`~stablekeras.robustness.AttackSettings`
+        with their defaults (``attack="pgd"``, ``steps=20``, ``loss="crossentropy"``, ...).
 
     Returns
     -------
@@ -68,31 +56,18 @@ random_state, verbose :
 
     Examples
     --------
-    >>> from sklearn.datasets import load_digits
     >>> from sklearn.model_selection import cross_validate
-    >>> from stablekeras import StableClassifier
-    >>> X, y = load_digits(return_X_y=True)
+    >>> from stablekeras import StableClassifier, datasets
+    >>> X, y = datasets.load_dataset("digits")  # pixels in [0, 1]
     >>> scoring = {"accuracy": "accuracy", "robust": make_robustness_scorer(eps=0.5, steps=5)}
     >>> clf = StableClassifier(depth=1, epochs=1, random_state=0)
-    >>> cv = cross_validate(clf, X[:300] / 16, y[:300], cv=2, scoring=scoring)
+    >>> cv = cross_validate(clf, X[:300], y[:300], cv=2, scoring=scoring)
     >>> bool((cv["test_robust"] <= cv["test_accuracy"]).all())
     True
     """
-    kwargs = dict(
-        attack=attack,
-        eps=eps,
-        norm=norm,
-        steps=steps,
-        step_size=step_size,
-        random_start=random_start,
-        loss=loss,
-        clip=clip,
-        batch_size=batch_size,
-        random_state=random_state,
-        verbose=verbose,
-    )
-    AttackSettings(**{k: v for k, v in kwargs.items() if k != "eps"})  # checks them now
+    AttackSettings.from_keywords("make_robustness_scorer", settings)  # checks them now
     check_eps(eps)
+    kwargs = {"eps": eps, **settings}
     return _Scorer(robust_accuracy, "make_robustness_scorer", kwargs)
 
 
@@ -128,13 +103,11 @@ def make_certified_scorer(
 
     Examples
     --------
-    >>> from sklearn.datasets import load_digits
-    >>> from stablekeras import StableClassifier
-    >>> X, y = load_digits(return_X_y=True)
-    >>> clf = StableClassifier(depth=1, epochs=1, random_state=0)  # certified: L <= 1
-    >>> clf = clf.fit(X[:200] / 16, y[:200])
     >>> scorer = make_certified_scorer(eps=0.1)
-    >>> 0.0 <= scorer(clf, X[200:300] / 16, y[200:300]) <= 1.0
+    >>> from stablekeras import StableClassifier, datasets
+    >>> X, y = datasets.load_dataset("digits")  # pixels in [0, 1]
+    >>> clf = StableClassifier(depth=1, epochs=1, random_state=0).fit(X[:200], y[:200])
+    >>> 0.0 <= scorer(clf, X[200:300], y[200:300]) <= 1.0
     True
     """
     check_eps(eps)
