@@ -228,6 +228,34 @@ def test_invalid_arguments_raise_naming_the_value(resnet, digits, kwargs, match)
         robust_accuracy(resnet, X[:5], y[:5], **kwargs)
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda est, X, y: robustness.robust_accuracy(est, X, y, eps=0.1, stpes=5),
+        lambda est, X, y: robustness.generate_adversarial(est, X, y, eps=0.1, stpes=5),
+        lambda est, X, y: robustness.robustness_curve(est, X, y, eps=[0.1], stpes=5),
+        lambda est, X, y: robustness.make_robustness_scorer(eps=0.1, stpes=5),
+    ],
+    ids=["robust_accuracy", "generate_adversarial", "robustness_curve", "scorer"],
+)
+def test_an_unknown_attack_setting_is_named_with_the_settings_there_are(resnet, digits, call):
+    _, _, X, y = digits
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'stpes'.*steps, step_size"):
+        call(resnet, X[:5], y[:5])
+
+
+def test_the_settings_are_one_checked_object_shared_by_every_attacking_function(resnet, digits):
+    _, _, X, y = digits
+    settings = dict(attack="pgd", eps=0.5, steps=3, loss="both", clip=None)
+    scorer = robustness.make_robustness_scorer(**settings)
+    assert scorer(resnet, X[:40], y[:40]) == robustness.robust_accuracy(
+        resnet, X[:40], y[:40], **settings
+    )
+    curve = robustness.robustness_curve(resnet, X[:40], y[:40], eps=[0.5], steps=3, clip=None)
+    assert curve["robust"][0] == scorer(resnet, X[:40], y[:40])  # the curve's default loss is both
+    assert robustness.AttackSettings(norm="L2").norm == 2
+
+
 # ---- the CleverHans attacks that are broken on this stack ------------------------------------
 @pytest.mark.parametrize("name", ["cw", "carlini_wagner_l2", "spsa"])
 def test_broken_attacks_are_rejected_with_an_alternative(resnet, digits, name):

@@ -9,6 +9,7 @@ The pieces that are options of a fit live beside it, one concern per module:
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import tempfile
@@ -238,6 +239,17 @@ class StableEstimator(
                 "constraint='contractive' is analysed for explicit Euler steps only. "
                 f"Received: integrator={self.integrator!r}"
             )
+        if self.random_shift and self.image_shape is None:
+            raise ValueError(
+                f"random_shift={self.random_shift} shifts training images: it needs "
+                "image_shape=(height, width, channels). Received: image_shape=None"
+            )
+        if self.random_shift and self.random_shift >= min(tuple(self.image_shape)[:2]):
+            raise ValueError(
+                f"random_shift={self.random_shift} would shift whole images out of view: "
+                f"expected fewer pixels than the height and width of image_shape="
+                f"{tuple(self.image_shape)}"
+            )
         if self.model_params is not None and self.model is None:
             raise ValueError(
                 "`model_params` are the keyword arguments of `model`, which is None. "
@@ -369,6 +381,9 @@ class StableEstimator(
         blob = state.pop("_model_keras_bytes", None)
         if "_y_ndim" in state:  # pickled by stablekeras before y_ndim_ was public
             state["y_ndim_"] = state.pop("_y_ndim")
+        for name, param in inspect.signature(type(self).__init__).parameters.items():
+            if param.default is not param.empty and name not in state:
+                state[name] = param.default  # a parameter added since it was pickled
         self.__dict__.update(state)
         if blob is not None:
             with tempfile.TemporaryDirectory() as tmp:

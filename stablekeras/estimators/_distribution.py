@@ -11,6 +11,7 @@ from sklearn.base import ClassifierMixin
 
 from stablekeras import _multiworker
 from stablekeras._backup import AtomicBackupAndRestore
+from stablekeras.estimators._augment import shifted_batches
 
 
 def _array_batches(x, y, sample_weight):
@@ -97,9 +98,14 @@ class DistributionMixin:
     def _keras_fit(
         self, x, y=None, *, shuffle_seed=None, backup=None, steps_per_epoch=None, **fit_kwargs
     ):
-        """``model_.fit(x, y, **fit_kwargs)``, or the multi-worker loop under that strategy."""
+        """``model_.fit(x, y, **fit_kwargs)``, or the multi-worker loop under that strategy.
+
+        With ``random_shift`` the batches come from a tf.data pipeline that shifts
+        the images (:mod:`stablekeras.estimators._augment`).
+        """
         strategy = self._multi_worker_strategy()
-        if strategy is None:
+        shift = int(self.random_shift)
+        if strategy is None and not shift:
             return self.model_.fit(x, y, **fit_kwargs)
         if isinstance(x, tf.data.Dataset):
             data, validation = x, None
@@ -112,6 +118,17 @@ class DistributionMixin:
                 x_val, y_val, *w_val = validation
                 validation = _array_batches(x_val, y_val, w_val[0] if w_val else None)
                 validation = validation.batch(fit_kwargs["batch_size"])
+        if shift:
+            data = shifted_batches(data, self.image_shape, shift, shuffle_seed).prefetch(2)
+        if strategy is None:
+            return self.model_.fit(
+                data,
+                epochs=fit_kwargs["epochs"],
+                shuffle=False,  # the pipeline shuffles
+                validation_data=validation,
+                callbacks=fit_kwargs.get("callbacks"),
+                verbose=fit_kwargs.get("verbose", 0),
+            )
         return _multiworker.fit_multi_worker(
             self.model_,
             strategy,

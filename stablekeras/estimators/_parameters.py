@@ -149,6 +149,7 @@ PARAMETER_CONSTRAINTS: dict = {
     "model_params": [None, dict],
     "checkpoint_dir": [None, str, os.PathLike],
     "n_threads": [None, Interval(Integral, 1, None, closed="left")],
+    "random_shift": [Interval(Integral, 0, None, closed="left")],
 }
 
 #: Parameters a warm-started fit may change: they shape the training (and the
@@ -174,6 +175,7 @@ TRAINING_PARAMS = frozenset(
         "alpha",
         "checkpoint_dir",
         "n_threads",
+        "random_shift",
     }
 )
 

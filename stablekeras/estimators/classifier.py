@@ -223,6 +223,12 @@ class StableClassifier(ClassifierMixin, StableEstimator):
         limit takes effect in a fresh process (joblib, dask and Ray workers
         are); when the runtime already runs with other sizes the fit uses
         them, and warns (``RuntimeWarning``) if ``n_threads`` was given.
+    random_shift : int, default=0
+        Translation augmentation for images: every training batch shifts each
+        image by its own random offset of up to ``random_shift`` pixels along
+        height and width (zero-filled), drawn afresh each epoch. Needs
+        ``image_shape``; 0 turns it off. It changes what the network is trained
+        on, not the network: the bound and the certificates are unaffected.
 
     Attributes
     ----------
@@ -385,6 +391,7 @@ class StableClassifier(ClassifierMixin, StableEstimator):
         model_params=None,
         checkpoint_dir=None,
         n_threads=None,
+        random_shift=0,
     ):
         self.constraint = constraint
         self.step_size = step_size
@@ -423,6 +430,7 @@ class StableClassifier(ClassifierMixin, StableEstimator):
         self.model_params = model_params
         self.checkpoint_dir = checkpoint_dir
         self.n_threads = n_threads
+        self.random_shift = random_shift
 
     def _prepare_targets(self, y):
         check_classification_targets(y)

@@ -29,7 +29,7 @@ image_shape, kernel_size, max_norm, strong_convexity, epochs, batch_size, \
 learning_rate, weight_decay, validation_fraction, early_stopping, \
 n_iter_no_change, random_state, verbose, distribute, network, \
 lift_block_size, dense_width, dense_depth, normalization, callbacks, \
-warm_start, model, model_params, checkpoint_dir, n_threads :
+warm_start, model, model_params, checkpoint_dir, n_threads, random_shift :
         As in :class:`StableClassifier` (with the same defaults); the regressor
         has no ``loss``, ``margin``, ``temperature``, ``alpha`` or
         ``class_weight``. A ``model`` predicts standardised targets: the
@@ -115,6 +115,7 @@ warm_start, model, model_params, checkpoint_dir, n_threads :
         model_params=None,
         checkpoint_dir=None,
         n_threads=None,
+        random_shift=0,
     ):
         self.constraint = constraint
         self.step_size = step_size
@@ -148,6 +149,7 @@ warm_start, model, model_params, checkpoint_dir, n_threads :
         self.model_params = model_params
         self.checkpoint_dir = checkpoint_dir
         self.n_threads = n_threads
+        self.random_shift = random_shift
 
     def _prepare_targets(self, y):
         y = np.asarray(y, dtype=np.float32)
