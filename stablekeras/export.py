@@ -261,7 +261,7 @@ def export_saved_model(
             f"None. Received: version={version!r}"
         )
     maps, final = _unwrap(estimator)
-    if not getattr(final, "_chief", True):  # a non-chief worker of a multi-worker fit
+    if not getattr(final, "chief_", True):  # a non-chief worker of a multi-worker fit
         return None
     n_features = int(final.n_features_in_)  # the foldable steps keep the number of features
     base_dir = os.fspath(base_dir)

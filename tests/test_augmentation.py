@@ -13,15 +13,8 @@ from sklearn.utils._param_validation import InvalidParameterError
 from stablekeras import StableClassifier, StableRegressor, datasets
 from stablekeras.estimators._augment import shift_rows, shifted_batches
 
-SMALL = dict(
-    image_shape=(8, 8, 1),
-    width=4,
-    depth=1,
-    dense_width=16,
-    dense_depth=1,
-    epochs=3,
-    random_state=0,
-)
+NETWORK = dict(image_shape=(8, 8, 1), width=4, depth=1, dense_width=16, dense_depth=1)
+SMALL = dict(NETWORK, epochs=3, random_state=0)
 
 
 @pytest.fixture(scope="module")

@@ -166,6 +166,24 @@ def test_multi_worker_fit_agrees_across_workers_and_with_one_process(multi_worke
     assert chief["pickled_distribute"] == other["pickled_distribute"] == "multi_worker"
 
 
+@pytest.mark.slow
+def test_multi_worker_fit_on_shifted_images_agrees_across_workers(tmp_path):
+    """random_shift in a two-worker fit: the shifted batches come from one seed, so both
+    workers end with the same weights, after every epoch, and the bound holds."""
+    errors = run_workers("_multi_worker_fit.py", tmp_path, extra=("shift",))
+    for i in range(2):
+        if not (tmp_path / f"worker-{i}.json").exists():
+            pytest.fail(f"worker {i} failed:\n{errors[i][-4000:]}")
+    from _support._multi_worker_fit import SHIFT_FIT
+
+    chief, other = (json.loads((tmp_path / f"worker-{i}.json").read_text()) for i in range(2))
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "worker-0.npy"), np.load(tmp_path / "worker-1.npy")
+    )
+    assert chief["n_iter_"] == other["n_iter_"] == SHIFT_FIT["epochs"]
+    assert chief["lipschitz_bound_"] == other["lipschitz_bound_"] <= 1.0 + 1e-4
+
+
 def test_multi_worker_needs_tf_config(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     clf = StableClassifier(distribute="multi_worker", epochs=1)

@@ -44,8 +44,12 @@ def test_pickled_estimators_load_and_predict_the_same(legacy):
     X = legacy["X"]
     np.testing.assert_allclose(legacy["classifier"].predict_proba(X), legacy["proba"], rtol=1e-6)
     np.testing.assert_allclose(legacy["regressor"].predict(X), legacy["prediction"], rtol=1e-6)
-    # the fitted attribute that replaced a private one is there
+    # the fitted attributes that replaced private ones are there, and the parameters
+    # added since the files were written have their defaults
     assert legacy["regressor"].y_ndim_ == 1
+    for est in (legacy["classifier"], legacy["regressor"]):
+        assert est.chief_ is True and not hasattr(est, "_chief")
+        assert est.get_params()["random_shift"] == 0
     assert legacy["regressor"].predict(X).shape == (len(X),)
 
 

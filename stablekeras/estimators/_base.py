@@ -311,7 +311,7 @@ class StableEstimator(
             history = types.SimpleNamespace(history=backup.history)
         self._record_history(history, warm)
         self.callbacks_ = list(user_callbacks)
-        self._chief = _multiworker.is_chief(self.model_.distribute_strategy)
+        self.chief_ = _multiworker.is_chief(self.model_.distribute_strategy)
         if self._multi_worker_strategy() is not None:
             self.model_ = _multiworker.local_copy(self.model_)
         self.lipschitz_bound_, self.lipschitz_bound_error_ = self._certify()
@@ -381,6 +381,8 @@ class StableEstimator(
         blob = state.pop("_model_keras_bytes", None)
         if "_y_ndim" in state:  # pickled by stablekeras before y_ndim_ was public
             state["y_ndim_"] = state.pop("_y_ndim")
+        if "_chief" in state:  # pickled by stablekeras before chief_ was public
+            state["chief_"] = state.pop("_chief")
         for name, param in inspect.signature(type(self).__init__).parameters.items():
             if param.default is not param.empty and name not in state:
                 state[name] = param.default  # a parameter added since it was pickled

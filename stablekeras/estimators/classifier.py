@@ -255,6 +255,10 @@ class StableClassifier(ClassifierMixin, StableEstimator):
         The callbacks of the last fit (copies of ``callbacks``, then of those
         given to ``fit``) with their state after training. Not pickled: they
         hold the Keras model.
+    chief_ : bool
+        False only in a non-chief worker of a multi-worker fit, whose
+        :func:`~stablekeras.export.export_saved_model` returns None (the chief
+        exports).
 
     See Also
     --------

@@ -54,6 +54,10 @@ warm_start, model, model_params, checkpoint_dir, n_threads, random_shift :
         Why ``lipschitz_bound_`` is None; None when there is a bound.
     callbacks_ : list of keras.callbacks.Callback
         The callbacks of the last fit, with their state (not pickled).
+    chief_ : bool
+        False only in a non-chief worker of a multi-worker fit, whose
+        :func:`~stablekeras.export.export_saved_model` returns None (the chief
+        exports).
 
     See Also
     --------
