@@ -7,12 +7,12 @@ import pickle
 import uuid
 from pathlib import Path
 
-import dask.distributed
 import joblib
 import numpy as np
 import pytest
 import ray
 import tensorflow as tf
+from _support.dask_cluster import local_dask_client
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV, cross_validate, train_test_split
 
@@ -112,19 +112,8 @@ def _check_search(search, reference, log_dir, data, worker_pids=None):
 
 @pytest.fixture(scope="module")
 def dask_client():
-    cluster = dask.distributed.LocalCluster(
-        n_workers=2,
-        processes=True,
-        threads_per_worker=1,
-        host="127.0.0.1",
-        dashboard_address=None,
-    )
-    client = dask.distributed.Client(cluster)
-    try:
+    with local_dask_client(n_workers=2) as client:
         yield client
-    finally:
-        client.close()
-        cluster.close()
 
 
 def test_grid_search_on_dask(dask_client, search_data, sequential_search, tmp_path):

@@ -14,10 +14,10 @@ import threading
 import time
 from pathlib import Path
 
-import dask.distributed
 import numpy as np
 import pytest
 import ray
+from _support.dask_cluster import local_dask_client
 from sklearn.datasets import load_digits
 
 from stablekeras import StableClassifier
@@ -119,22 +119,11 @@ def test_seeded_fit_is_identical_in_this_process_while_another_thread_draws(driv
 # per backend: these two run with `make test-slow`.
 @pytest.mark.slow
 def test_seeded_fit_is_identical_on_a_dask_worker(data, driver):
-    cluster = dask.distributed.LocalCluster(
-        n_workers=1,
-        processes=True,
-        threads_per_worker=1,
-        host="127.0.0.1",
-        dashboard_address=None,
-    )
-    client = dask.distributed.Client(cluster)
-    try:
+    with local_dask_client(n_workers=1) as client:
         results = [
             client.submit(fit_predict_proba, *data, busy=busy, pure=False).result()
             for busy in (False, True)
         ]
-    finally:
-        client.close()
-        cluster.close()
     for pid, proba in results:
         assert pid != os.getpid()
         np.testing.assert_array_equal(proba, driver)
