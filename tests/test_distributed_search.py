@@ -10,16 +10,13 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
-import ray
 import tensorflow as tf
-from _support.dask_cluster import local_dask_client
+from _support.local_clusters import local_dask_client, local_ray
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV, cross_validate, train_test_split
 
 from stablekeras import StableClassifier, lipschitz_bound
 from stablekeras.robustness import make_robustness_scorer
-
-HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
@@ -175,19 +172,10 @@ def test_cross_validate_on_dask(dask_client, search_data, tmp_path):
 def ray_session():
     from ray.util.joblib import register_ray
 
-    # the workers unpickle RecordingScorer by reference: put this folder on their path
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": {"PYTHONPATH": str(HERE)}},
-    )
-    register_ray()
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
+    # the workers unpickle RecordingScorer by reference: the tests folder is on their path
+    with local_ray(num_cpus=2) as session:
+        register_ray()
+        yield session
 
 
 @pytest.mark.slow  # a Ray session in the test process; seeded fits on Ray: tests/test_seeds.py

@@ -12,18 +12,15 @@ import os
 import random
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
-from _support.dask_cluster import local_dask_client
+from _support.local_clusters import local_dask_client, local_ray
 from sklearn.datasets import load_digits
 
 from stablekeras import StableClassifier
 from stablekeras.models import build_network
 
-HERE = Path(__file__).resolve().parent
 FIT = dict(depth=2, width=16, epochs=3, batch_size=32, random_state=0)
 
 
@@ -131,18 +128,9 @@ def test_seeded_fit_is_identical_on_a_dask_worker(data, driver):
 
 @pytest.mark.slow
 def test_seeded_fit_is_identical_on_a_ray_worker(data, driver):
-    ray.init(
-        num_cpus=1,
-        include_dashboard=False,
-        log_to_driver=False,
-        _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": {"PYTHONPATH": str(HERE)}},
-    )
-    try:
-        remote = ray.remote(fit_predict_proba)
-        results = ray.get([remote.remote(*data, busy=busy) for busy in (False, True)])
-    finally:
-        ray.shutdown()
+    with local_ray(num_cpus=1) as session:
+        remote = session.remote(fit_predict_proba)
+        results = session.get([remote.remote(*data, busy=busy) for busy in (False, True)])
     for pid, proba in results:
         assert pid != os.getpid()
         np.testing.assert_array_equal(proba, driver)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from _support.lipschitz_probe import probe
+from _support.round_trip import reload_and_compare
 
 from stablekeras.layers import AntisymmetricDense, HamiltonianDense
 
@@ -86,15 +87,8 @@ def test_save_and_load_without_custom_objects(tmp_path, layers):
     h = HamiltonianDense(3, step_size=0.3, activation="softplus")
     model = keras.Model(inputs, [a(inputs), h(inputs)])
     x = np.random.default_rng(3).normal(size=(2, DIM)).astype("float32")
-    model.save(tmp_path / "m.keras")
-    loaded = keras.models.load_model(tmp_path / "m.keras")
-    for u, v in zip(model(x), loaded(x)):
-        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
-    for w, v in zip(model.weights, loaded.weights):
-        np.testing.assert_array_equal(w.numpy(), v.numpy())
-    for layer in (a, h):
-        clone = loaded.get_layer(layer.name)
-        assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
+    _, clones = reload_and_compare(model, x, [a, h], tmp_path)
+    for clone in clones:
         assert inspect.signature(clone.call).parameters["training"].default is None
 
 

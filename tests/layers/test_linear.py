@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from _support.lipschitz_probe import probe
 from _support.operator_matrices import conv_matrix, spectral_norm
+from _support.round_trip import reload_and_compare
 
 from stablekeras.layers import SpectralConv2D, SpectralDense
 
@@ -90,15 +91,7 @@ def test_save_and_load_without_custom_objects(tmp_path):
         rng.normal(size=(2, *FLAT)).astype("float32"),
         rng.normal(size=(2, *IMAGE)).astype("float32"),
     ]
-    model.save(tmp_path / "m.keras")
-    loaded = keras.models.load_model(tmp_path / "m.keras")
-    for a, b in zip(model(x), loaded(x)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    for w, v in zip(model.weights, loaded.weights):
-        np.testing.assert_array_equal(w.numpy(), v.numpy())
-    for layer in model.layers[2:]:
-        clone = loaded.get_layer(layer.name)
-        assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
+    reload_and_compare(model, x, model.layers[2:], tmp_path)
 
 
 @pytest.mark.parametrize(

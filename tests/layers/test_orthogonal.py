@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 from _support.lipschitz_probe import probe
 from _support.operator_matrices import spectral_norm
+from _support.round_trip import reload_and_compare
 
 from stablekeras.layers import IsometricLift, OrthogonalDense, OrthogonalNonExpansiveDense
 from stablekeras.models import build_network, lipschitz_bound
@@ -126,12 +127,7 @@ def test_save_and_load_without_custom_objects(tmp_path):
     y = OrthogonalNonExpansiveDense(4, activation="leaky_relu")(y)
     model = keras.Model(inputs, y)
     x = np.random.default_rng(3).random((2, 4, 4, 1)).astype("float32")
-    model.save(tmp_path / "m.keras")
-    loaded = keras.models.load_model(tmp_path / "m.keras")
-    np.testing.assert_array_equal(model(x).numpy(), loaded(x).numpy())
-    for layer in model.layers[1:]:
-        clone = loaded.get_layer(layer.name)
-        assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
+    reload_and_compare(model, x, model.layers[1:], tmp_path)
 
 
 @pytest.mark.parametrize(
