@@ -26,6 +26,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from stablekeras import _multiworker
 from stablekeras._threads import limit_threads
+from stablekeras.estimators import _optimizers
 from stablekeras.estimators._dataset import DatasetFitMixin
 from stablekeras.estimators._distribution import DistributionMixin
 from stablekeras.estimators._fit_options import FitOptionsMixin
@@ -150,8 +151,8 @@ class StableEstimator(
             float(self.learning_rate), decay_steps=steps, alpha=0.01
         )
         if self.weight_decay:
-            return keras.optimizers.AdamW(schedule, weight_decay=float(self.weight_decay))
-        return keras.optimizers.Adam(schedule)
+            return _optimizers.AdamW(schedule, weight_decay=float(self.weight_decay))
+        return _optimizers.Adam(schedule)
 
     def fit(self, X, y=None, sample_weight=None, *, classes=None, callbacks=None):
         """Fit the network.
