@@ -69,6 +69,25 @@ def test_grid_search_speed_quick_runs_both_searches_and_reports_the_speedup(tmp_
     # the workers ran with their share of the cores, not all of them each
     share = max(joblib.cpu_count() // 2, 1)
     assert result["worker_thread_pools_intra_inter"] == [[share, share]]
+    assert result["worker_restarts_during_n_jobs_2"] == 0  # two small fits: no worker replaced
+
+
+def test_fit_processes_quick_reports_memory_and_cores(tmp_path):
+    from benchmarks import fit_processes
+
+    out = tmp_path / "fit_processes.json"
+    result = fit_processes.main(["--quick", "--out", str(out)])
+    assert json.loads(out.read_text()) == result
+    for mode in ("ours", "keras_adam"):
+        rss = result["memory"][mode]["rss_mib_after_each_fit"]
+        assert len(rss) == 2 and min(rss) > 0
+    cores = result["cores"]
+    runs = [cores["one_thread_alone"], cores["two_threads_alone"]]
+    runs += cores["one_thread_two_side_by_side"]
+    assert len(runs) == 4
+    for run in runs:
+        assert run["wall_s"] > 0 and run["cpu_s"] > 0
+        assert run["cores_busy"] == pytest.approx(run["cpu_s"] / run["wall_s"], rel=1e-2)
 
 
 @pytest.mark.skipif(not mnist_available(), reason="../shared/data/mnist-t10k missing")
