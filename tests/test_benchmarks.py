@@ -72,6 +72,16 @@ def test_grid_search_speed_quick_runs_both_searches_and_reports_the_speedup(tmp_
     assert result["worker_restarts_during_n_jobs_2"] == 0  # two small fits: no worker replaced
 
 
+def test_fit_processes_child_reports_memory_and_time():
+    """The measuring part of ``fit_processes``, in this process (the whole run is slow)."""
+    from benchmarks import fit_processes
+
+    run = fit_processes._child("ours", 2, 1, quick=True)
+    assert len(run["rss_mib_after_each_fit"]) == 2 and min(run["rss_mib_after_each_fit"]) > 0
+    assert run["wall_s"] > 0 and run["cpu_s"] > 0
+
+
+@pytest.mark.slow  # six fresh interpreters, two of them side by side: about 40 s
 def test_fit_processes_quick_reports_memory_and_cores(tmp_path):
     from benchmarks import fit_processes
 

@@ -64,8 +64,11 @@ def test_keras_adam_pins_each_traced_step():
     assert _custom_gradients() - before
 
 
-@pytest.mark.parametrize("estimator", [StableClassifier, StableRegressor])
-@pytest.mark.parametrize("weight_decay", [0.0, 1e-4])
+@pytest.mark.parametrize(
+    "estimator, weight_decay",
+    [(StableClassifier, 0.0), (StableRegressor, 1e-4)],  # Adam, AdamW
+    ids=["classifier-Adam", "regressor-AdamW"],
+)
 def test_repeated_fits_do_not_pin_their_train_graphs(digits, estimator, weight_decay):
     X, y = digits
     y = y if estimator is StableClassifier else y.astype(np.float32)
