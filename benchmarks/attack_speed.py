@@ -37,9 +37,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def measure(model_kind: str, batch_sizes=(256, 500), steps: int = 20, repeat: int = 5) -> list:
     import tensorflow as tf
-    from sklearn.datasets import load_digits
 
-    from stablekeras import StableClassifier
+    from stablekeras import StableClassifier, datasets
     from stablekeras.robustness import robust_accuracy
 
     if model_kind == "mnist":
@@ -50,8 +49,7 @@ def measure(model_kind: str, batch_sizes=(256, 500), steps: int = 20, repeat: in
         clf.fit(X_fit[:2000], y_fit[:2000])
         X_att, y_att = X_test[:500], y_test[:500].astype(np.int64)
     else:
-        X, y = load_digits(return_X_y=True)
-        X = (X / 16).astype(np.float32)
+        X, y = datasets.load_dataset("digits")
         kwargs = {"image_shape": (8, 8, 1)} if model_kind == "conv" else {}
         clf = StableClassifier(epochs=3, random_state=0, **kwargs).fit(X[:1200], y[:1200])
         X_att, y_att = X[-500:], y[-500:].astype(np.int64)

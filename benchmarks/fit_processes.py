@@ -42,19 +42,16 @@ def _child(mode: str, fits: int, n_threads: int, quick: bool) -> dict:
     import gc
     import resource
 
-    import numpy as np
     import psutil
-    from sklearn.datasets import load_digits
 
-    from stablekeras import StableClassifier
+    from stablekeras import StableClassifier, datasets
     from stablekeras.estimators import _optimizers
 
     if mode == "keras_adam":
         import keras
 
         _optimizers.Adam = keras.optimizers.Adam  # this process only
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16.0).astype(np.float32)
+    X, y = datasets.load_dataset("digits")
     X, y = (X[:300], y[:300]) if quick else (X[:1198], y[:1198])
     params = {**(QUICK_FIT if quick else FIT), "n_threads": n_threads}
     process = psutil.Process()

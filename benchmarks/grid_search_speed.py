@@ -46,10 +46,9 @@ QUICK_GRID = {"step_size": [0.5, 1.0]}
 
 
 def _data(quick: bool):
-    from sklearn.datasets import load_digits
+    from stablekeras import datasets
 
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16.0).astype(np.float32)
+    X, y = datasets.load_dataset("digits")
     return (X[:300], y[:300]) if quick else (X, y)
 
 

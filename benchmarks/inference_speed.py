@@ -37,9 +37,7 @@ BATCH = 1000
 
 
 def _fitted(kind: str):
-    from sklearn.datasets import load_digits
-
-    from stablekeras import StableClassifier
+    from stablekeras import StableClassifier, datasets
 
     if kind == "mnist":
         from benchmarks._data import load_mnist_t10k
@@ -48,8 +46,7 @@ def _fitted(kind: str):
         clf = StableClassifier(image_shape=(28, 28, 1), epochs=1, random_state=0)
         clf.fit(X_fit[:2000], y_fit[:2000])
         return clf, X_test[:BATCH]
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16).astype(np.float32)
+    X, y = datasets.load_dataset("digits")
     clf = StableClassifier(epochs=3, random_state=0).fit(X, y)
     rows = np.random.default_rng(0).integers(0, len(X), size=BATCH)
     return clf, X[rows]
