@@ -299,12 +299,32 @@ class StableEstimator(
         # Tracing the train step costs about as much as a few hundred eager steps
         # on small inputs: a fit of few steps (tiny data, grid-search folds, the
         # scikit-learn checks) runs eagerly; anything longer is compiled once.
-        n_steps = n_batches * self.epochs
+        eager = n_batches * self.epochs <= _EAGER_STEPS and self.distribute is None
         self.model_.compile(
             optimizer=self._optimizer(n_batches),
             loss=self._keras_loss(),
-            run_eagerly=n_steps <= _EAGER_STEPS and self.distribute is None,
+            run_eagerly=eager,
+            steps_per_execution=self._batches_per_call(n_batches, eager),
         )
+        # Keras builds the optimizer's slots only when a strategy was set explicitly;
+        # otherwise the first trace of the train step creates them, and tf.function
+        # then traces the whole step a second time without variable creation.
+        optimizer = self.model_.optimizer
+        if not optimizer.built:
+            with self.model_.distribute_strategy.scope():
+                optimizer.build(self.model_.trainable_variables)
+
+    def _batches_per_call(self, n_batches, eager):
+        """Batches per call into TensorFlow: a whole epoch, unless something must see each batch.
+
+        Every call hands the work from the Python thread to TensorFlow's and back;
+        two fits side by side (a grid search with ``n_jobs=2``) wait for a core at
+        each handoff. User callbacks and the progress bar (``verbose``) see every
+        batch; eager fits and fits under a distribution strategy keep one batch a call.
+        """
+        if eager or self.distribute is not None or self.verbose or self.callbacks:
+            return 1
+        return max(1, int(n_batches))
 
     def _record_fit(self, history, user_callbacks=(), warm=False, backup=None):
         """The fitted state after training: history, callbacks, the local network, the bound."""

@@ -98,15 +98,16 @@ class DistributionMixin:
     def _keras_fit(
         self, x, y=None, *, shuffle_seed=None, backup=None, steps_per_epoch=None, **fit_kwargs
     ):
-        """``model_.fit(x, y, **fit_kwargs)``, or the multi-worker loop under that strategy.
+        """``model_.fit`` on tf.data batches, or the multi-worker loop under that strategy.
 
-        With ``random_shift`` the batches come from a tf.data pipeline that shifts
-        the images (:mod:`stablekeras.estimators._augment`).
+        Arrays become a pipeline that shuffles the rows every epoch (seeded by
+        ``shuffle_seed``) and batches them, with no prefetching thread: the rows
+        are in memory, and a thread that wakes for every batch competes for the
+        core with the fit next to it in a grid search. With ``random_shift`` the
+        batches are shifted images (:mod:`stablekeras.estimators._augment`).
         """
         strategy = self._multi_worker_strategy()
         shift = int(self.random_shift)
-        if strategy is None and not shift:
-            return self.model_.fit(x, y, **fit_kwargs)
         if isinstance(x, tf.data.Dataset):
             data, validation = x, None
         else:

@@ -1,0 +1,87 @@
+"""How a compiled fit calls into TensorFlow: one trace of the train step, an epoch a call.
+
+Two costs of a fit do not train anything. Keras creates the optimizer's slots
+inside the first trace of the train step unless a strategy was set, and
+tf.function then traces the whole step again; the estimators build the
+optimizer first. Every call into the train function hands the work from the
+Python thread to TensorFlow's and back; with nothing that must see each batch,
+one call runs a whole epoch. Neither may change what is learned.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from stablekeras import StableClassifier, StableRegressor
+
+# 13 batches an epoch, 26 steps: above the estimators' eager threshold, so compiled
+FIT = dict(dense_width=16, dense_depth=1, epochs=2, batch_size=32, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X[:400].astype(np.float32) / 16, y[:400]
+
+
+class BatchCounter(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+
+@pytest.fixture
+def count_traces(monkeypatch):
+    """How many times ``train_step`` is called: once per trace when compiled."""
+    calls = []
+    step = keras.Model.train_step
+
+    def counting(model, data):
+        calls.append(1)
+        return step(model, data)
+
+    monkeypatch.setattr(keras.Model, "train_step", counting)
+    return calls
+
+
+@pytest.mark.parametrize("Estimator", [StableClassifier, StableRegressor])
+def test_compiled_fit_traces_the_train_step_once(digits, count_traces, Estimator):
+    X, y = digits
+    est = Estimator(**FIT).fit(X, y)
+    assert not est.model_.run_eagerly
+    assert len(count_traces) == 1
+
+
+def test_an_epoch_runs_in_one_call_without_callbacks_or_progress_bar(digits):
+    X, y = digits
+    clf = StableClassifier(**FIT).fit(X, y)
+    assert clf.model_.steps_per_execution == 13  # ceil(400 / 32)
+
+
+@pytest.mark.parametrize("extra", [dict(callbacks="counter"), dict(verbose=1)])
+def test_callbacks_and_progress_bar_see_every_batch(digits, extra, capsys):
+    X, y = digits
+    if "callbacks" in extra:
+        extra = dict(callbacks=[BatchCounter()])
+    clf = StableClassifier(**FIT, **extra).fit(X, y)
+    assert clf.model_.steps_per_execution == 1
+    if "callbacks" in extra:  # the fit's own copy of the callback (callbacks_)
+        assert clf.callbacks_[0].batches == 26
+
+
+@pytest.mark.parametrize("Estimator", [StableClassifier, StableRegressor])
+def test_an_epoch_a_call_learns_the_same_weights(digits, Estimator):
+    X, y = digits
+    whole = Estimator(**FIT).fit(X, y)
+    each = Estimator(**FIT, callbacks=[BatchCounter()]).fit(X, y)
+    assert whole.model_.steps_per_execution == 13 and each.model_.steps_per_execution == 1
+    for a, b in zip(whole.model_.get_weights(), each.model_.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(whole.history_["loss"], each.history_["loss"], rtol=1e-6)
+    np.testing.assert_array_equal(whole.predict(X), each.predict(X))
