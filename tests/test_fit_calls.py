@@ -64,14 +64,17 @@ def test_an_epoch_runs_in_one_call_without_callbacks_or_progress_bar(digits):
     assert clf.model_.steps_per_execution == 13  # ceil(400 / 32)
 
 
-@pytest.mark.parametrize("extra", [dict(callbacks="counter"), dict(verbose=1)])
-def test_callbacks_and_progress_bar_see_every_batch(digits, extra, capsys):
+@pytest.mark.parametrize("where", ["constructor", "fit", "verbose"])
+def test_callbacks_and_progress_bar_see_every_batch(digits, where):
     X, y = digits
-    if "callbacks" in extra:
-        extra = dict(callbacks=[BatchCounter()])
-    clf = StableClassifier(**FIT, **extra).fit(X, y)
+    if where == "constructor":
+        clf = StableClassifier(**FIT, callbacks=[BatchCounter()]).fit(X, y)
+    elif where == "fit":
+        clf = StableClassifier(**FIT).fit(X, y, callbacks=[BatchCounter()])
+    else:
+        clf = StableClassifier(**FIT, verbose=1).fit(X, y)
     assert clf.model_.steps_per_execution == 1
-    if "callbacks" in extra:  # the fit's own copy of the callback (callbacks_)
+    if where != "verbose":  # the fit's own copy of the callback (callbacks_)
         assert clf.callbacks_[0].batches == 26
 
 

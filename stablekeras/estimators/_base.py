@@ -213,7 +213,9 @@ class StableEstimator(
         fit_X, fit_y, fit_sw, validation_data, callbacks = self._hold_out(X, y_fit, sw, seed)
         n_batches = math.ceil(len(fit_X) / self.batch_size)
         with self._fit_scope(previous is not None):
-            self._compile(X.shape[1], n_outputs, n_batches, warm=previous is not None, seed=seed)
+            self._compile(
+                X.shape[1], n_outputs, n_batches, previous is not None, seed, user_callbacks
+            )
             backup = self._backup_callback(X.shape[1], len(X))
             history = self._keras_fit(
                 fit_X,
@@ -292,7 +294,7 @@ class StableEstimator(
         )
         return X[tr], y_fit[tr], None if sw is None else sw[tr], validation_data, [stop]
 
-    def _compile(self, n_features, n_outputs, n_batches, warm=False, seed=None):
+    def _compile(self, n_features, n_outputs, n_batches, warm=False, seed=None, callbacks=()):
         if not warm:  # a warm start recompiles the fitted network: fresh optimizer, same weights
             self.model_ = self._build_model(n_features, n_outputs, seed)
             self._architecture = self._architecture_params()
@@ -304,7 +306,7 @@ class StableEstimator(
             optimizer=self._optimizer(n_batches),
             loss=self._keras_loss(),
             run_eagerly=eager,
-            steps_per_execution=self._batches_per_call(n_batches, eager),
+            steps_per_execution=self._batches_per_call(n_batches, eager, callbacks),
         )
         # Keras builds the optimizer's slots only when a strategy was set explicitly;
         # otherwise the first trace of the train step creates them, and tf.function
@@ -314,7 +316,7 @@ class StableEstimator(
             with self.model_.distribute_strategy.scope():
                 optimizer.build(self.model_.trainable_variables)
 
-    def _batches_per_call(self, n_batches, eager):
+    def _batches_per_call(self, n_batches, eager, callbacks):
         """Batches per call into TensorFlow: a whole epoch, unless something must see each batch.
 
         Every call hands the work from the Python thread to TensorFlow's and back;
@@ -322,7 +324,7 @@ class StableEstimator(
         each handoff. User callbacks and the progress bar (``verbose``) see every
         batch; eager fits and fits under a distribution strategy keep one batch a call.
         """
-        if eager or self.distribute is not None or self.verbose or self.callbacks:
+        if eager or self.distribute is not None or self.verbose or callbacks:
             return 1
         return max(1, int(n_batches))
 

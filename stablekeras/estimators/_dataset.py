@@ -127,7 +127,9 @@ class DatasetFitMixin:
 
         data = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
         with self._fit_scope(previous is not None):
-            self._compile(n_features, n_outputs, n_batches, warm=previous is not None, seed=seed)
+            self._compile(
+                n_features, n_outputs, n_batches, previous is not None, seed, user_callbacks
+            )
             backup = self._backup_callback(n_features, -n_batches)  # batches, not samples
             history = self._keras_fit(
                 data,

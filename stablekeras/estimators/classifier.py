@@ -157,7 +157,11 @@ class StableClassifier(ClassifierMixin, StableEstimator):
         of its own training data (in a grid search, of the fold's training
         part: nothing leaks from the test fold); ``n_iter_no_change >= epochs``
         leaves the stopping to your callback. Pickling needs picklable
-        callbacks (module-level classes and functions, not lambdas).
+        callbacks (module-level classes and functions, not lambdas). With
+        callbacks (here or given to ``fit``) or ``verbose``, every batch is a
+        call into TensorFlow, so that their batch hooks see each batch; without,
+        a whole epoch runs in one call (fewer handoffs between Python and
+        TensorFlow; the same weights).
     class_weight : None, "balanced" or dict, default=None
         Weights of the classes in the loss, as in scikit-learn's classifiers: a
         dict ``{label: weight}`` (a key that is not a class of ``y`` is an
