@@ -147,7 +147,7 @@ def fit_multi_worker(
     backup=None,
     verbose: int = 0,
 ) -> keras.callbacks.History:
-    """Train a compiled ``model`` (built in ``strategy.scope()``) on batches of ``data``.
+    """Train a compiled ``model`` (built, with its optimizer, in ``strategy.scope()``) on ``data``.
 
     Parameters
     ----------
@@ -174,9 +174,6 @@ def fit_multi_worker(
         epochs=epochs,
         steps=steps_per_epoch,
     )
-    with strategy.scope():
-        if not optimizer.built:
-            optimizer.build(model.trainable_variables)
     train_data = strategy.experimental_distribute_dataset(data)
     val_data = (
         None

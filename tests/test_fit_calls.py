@@ -13,9 +13,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 
-from stablekeras import StableClassifier, StableRegressor
+from stablekeras import StableClassifier, StableRegressor, datasets
 
 # 13 batches an epoch, 26 steps: above the estimators' eager threshold, so compiled
 FIT = dict(dense_width=16, dense_depth=1, epochs=2, batch_size=32, random_state=0)
@@ -23,8 +22,8 @@ FIT = dict(dense_width=16, dense_depth=1, epochs=2, batch_size=32, random_state=
 
 @pytest.fixture(scope="module")
 def digits():
-    X, y = load_digits(return_X_y=True)
-    return X[:400].astype(np.float32) / 16, y[:400]
+    X, y = datasets.load_dataset("digits")
+    return X[:400], y[:400]
 
 
 class BatchCounter(keras.callbacks.Callback):

@@ -225,7 +225,6 @@ class StableEstimator(
                 batch_size=self.batch_size,
                 validation_data=validation_data,
                 callbacks=callbacks + ([] if backup is None else [backup]) + user_callbacks,
-                shuffle=True,
                 verbose=int(self.verbose),
                 shuffle_seed=seed,
                 backup=backup,
@@ -326,7 +325,7 @@ class StableEstimator(
         """
         if eager or self.distribute is not None or self.verbose or callbacks:
             return 1
-        return max(1, int(n_batches))
+        return int(n_batches)  # at least 1: a fit has rows
 
     def _record_fit(self, history, user_callbacks=(), warm=False, backup=None):
         """The fitted state after training: history, callbacks, the local network, the bound."""

@@ -134,7 +134,6 @@ class DatasetFitMixin:
             history = self._keras_fit(
                 data,
                 epochs=self.epochs,
-                shuffle=False,
                 verbose=int(self.verbose),
                 callbacks=([] if backup is None else [backup]) + list(user_callbacks),
                 backup=backup,
