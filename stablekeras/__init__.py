@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: Submodules reachable as attributes of the package (``stablekeras.layers``, ...), each
 #: imported on first access; the first seven are also in ``__all__``.

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,11 @@ from stablekeras.presets import get_preset
 #: A line of TensorFlow's C++ (absl) logging: "I0000 00:00:1796159355.410546   17894 port.cc:153]"
 #: or absl's notice that it logs to stderr before being initialised.
 TF_CPP_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\]|absl::InitializeLog")
+
+#: The release in pyproject.toml, which the package and its command line must report.
+VERSION = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+    "version"
+]
 
 TINY = ["--epochs", "2", "--width", "8", "--depth", "1", "--random-state", "0"]
 
@@ -82,7 +88,7 @@ def test_help_version_and_usage_errors_do_not_import_tensorflow(tmp_path):
     proc = _run(sys.executable, "-c", check)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [
-        "0.1.0", "True", "stablekeras.estimators.classifier", "NonExpansiveDense", "format_table"
+        VERSION, "True", "stablekeras.estimators.classifier", "NonExpansiveDense", "format_table"
     ]  # fmt: skip
 
 
@@ -99,7 +105,7 @@ def test_python_m_stablekeras_and_the_console_script_in_real_processes(tmp_path)
     assert "usage: stablekeras" in procs["help"].stdout
     for command in ("demo", "train", "evaluate", "export"):
         assert command in procs["help"].stdout
-    assert procs["version"].returncode == 0 and procs["version"].stdout == "stablekeras 0.1.0\n"
+    assert procs["version"].returncode == 0 and procs["version"].stdout == f"stablekeras {VERSION}\n"
     assert procs["error"].returncode == 2
     assert procs["error"].stderr == f"stablekeras: error: model file not found: {missing}\n"
 
