@@ -105,7 +105,8 @@ def test_python_m_stablekeras_and_the_console_script_in_real_processes(tmp_path)
     assert "usage: stablekeras" in procs["help"].stdout
     for command in ("demo", "train", "evaluate", "export"):
         assert command in procs["help"].stdout
-    assert procs["version"].returncode == 0 and procs["version"].stdout == f"stablekeras {VERSION}\n"
+    assert procs["version"].returncode == 0
+    assert procs["version"].stdout == f"stablekeras {VERSION}\n"
     assert procs["error"].returncode == 2
     assert procs["error"].stderr == f"stablekeras: error: model file not found: {missing}\n"
 
