@@ -9,7 +9,10 @@ several pairs. Both are warmed up first (the workers started, TensorFlow
 imported there). The speedup of a pair is ``time(n_jobs=1) / time(n_jobs=2)``;
 the median, min and max over the pairs are reported, with whether both
 searches pick the same parameters and rank all candidates alike, and how far
-their mean test scores are apart. It also counts loky's warnings that a worker stopped
+their mean test scores are apart, and how many cores each search kept busy
+(machine-wide CPU time over wall time, from ``/proc/stat``: the ``n_jobs=1``
+search's fits use more than one core themselves, which bounds what two
+workers can gain). It also counts loky's warnings that a worker stopped
 mid-search (a worker that has grown by 300 MB is replaced, and imports
 TensorFlow again). The target on 2 cores is a median speedup of at least
 1.6.
@@ -53,6 +56,23 @@ def _data(quick: bool):
     return (X[:300], y[:300]) if quick else (X, y)
 
 
+def _busy_seconds() -> float | None:
+    """CPU seconds all cores have spent busy since boot (Linux ``/proc/stat``), else None.
+
+    Measured machine-wide because the ``n_jobs=2`` search runs in joblib's worker
+    processes; the benchmark asks for a machine with nothing else running.
+    """
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...: all but idle and iowait
+    ticks = [int(v) for v in fields[1:9]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def _search(X, y, n_jobs: int, quick: bool):
     from sklearn.model_selection import GridSearchCV
 
@@ -67,12 +87,15 @@ def _search(X, y, n_jobs: int, quick: bool):
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        busy = _busy_seconds()
         start = time.perf_counter()
         search.fit(X, y)
         seconds = time.perf_counter() - start
+        after = _busy_seconds()
     # loky's manager thread warns when a worker stopped (and was replaced) mid-search
     restarts = sum("A worker stopped" in str(w.message) for w in caught)
-    return seconds, search, restarts
+    cores = None if busy is None or after is None else (after - busy) / seconds
+    return seconds, search, restarts, cores
 
 
 def _worker_pools(n_jobs: int):
@@ -121,14 +144,15 @@ def measure(pairs: int = 5, quick: bool = False) -> dict:
     if not quick:  # warm-up: start the workers, import TensorFlow there
         _search(X, y, 2, quick)
         _search(X, y, 1, quick)
-    seconds, agreement, restarts = [], [], 0
+    seconds, cores, agreement, restarts = [], [], [], 0
     for i in range(pairs):
         order = (1, 2) if i % 2 == 0 else (2, 1)  # alternate which goes first
-        times = {}
+        times, busy = {}, {}
         for n_jobs in order:
-            times[n_jobs], searches[n_jobs], stopped = _search(X, y, n_jobs, quick)
+            times[n_jobs], searches[n_jobs], stopped, busy[n_jobs] = _search(X, y, n_jobs, quick)
             restarts += stopped if n_jobs == 2 else 0
         seconds.append((times[1], times[2]))
+        cores.append((busy[1], busy[2]))
         agreement.append(_agreement(searches[1], searches[2]))
     speedups = [a / b for a, b in seconds]
     return {
@@ -137,6 +161,9 @@ def measure(pairs: int = 5, quick: bool = False) -> dict:
         "rows": int(len(X)),
         "estimator": QUICK_FIT if quick else FIT,
         "pairs_seconds_jobs1_jobs2": [[round(a, 3), round(b, 3)] for a, b in seconds],
+        "pairs_cores_busy_jobs1_jobs2": [
+            [None if c is None else round(c, 3) for c in pair] for pair in cores
+        ],
         "speedup": {
             "median": float(np.median(speedups)),
             "min": float(np.min(speedups)),
@@ -163,11 +190,16 @@ def main(argv=None) -> dict:
     row = measure(pairs=1 if args.quick else args.pairs, quick=args.quick)
     q = row["speedup"]
     a, b = np.median(np.array(row["pairs_seconds_jobs1_jobs2"]), axis=0)
-    print("| candidates x folds | n_jobs=1 (s) | n_jobs=2 (s) | speedup median | min | max |")
-    print("|---|---|---|---|---|---|")
+    busy = np.array(row["pairs_cores_busy_jobs1_jobs2"], dtype=float)  # None -> nan
+    c1, c2 = np.median(busy, axis=0)
+    print(
+        "| candidates x folds | n_jobs=1 (s) | n_jobs=2 (s) | speedup median | min | max "
+        "| cores busy n_jobs=1 | n_jobs=2 |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     print(
         f"| {row['candidates']} x {row['folds']} | {a:.1f} | {b:.1f} | {q['median']:.2f} "
-        f"| {q['min']:.2f} | {q['max']:.2f} |"
+        f"| {q['min']:.2f} | {q['max']:.2f} | {c1:.2f} | {c2:.2f} |"
     )
     result = {"quick": bool(args.quick), "target_speedup_2_cores": 1.6, **row}
     path = write_result(record, result, args.out)

@@ -65,6 +65,9 @@ def test_grid_search_speed_quick_runs_both_searches_and_reports_the_speedup(tmp_
     pairs = np.array(result["pairs_seconds_jobs1_jobs2"])
     assert pairs.shape == (1, 2) and np.all(pairs > 0)
     assert np.isclose(result["speedup"]["median"], pairs[0, 0] / pairs[0, 1], rtol=1e-2)
+    # cores kept busy (machine-wide): something ran, and never more than the machine has
+    busy = np.array(result["pairs_cores_busy_jobs1_jobs2"], dtype=float)
+    assert busy.shape == (1, 2) and np.all(busy > 0) and np.all(busy <= joblib.cpu_count() + 0.1)
     assert result["same_best_candidate"]
     assert 0 <= result["mean_test_score_max_abs_difference"] < 0.05
     # the workers ran with their share of the cores, not all of them each
