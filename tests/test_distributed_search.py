@@ -113,6 +113,8 @@ def dask_client():
         yield client
 
 
+@pytest.mark.slow  # the sequential reference search and the dask one; the default suite
+# keeps dask through cross_validate and the thread-pool check below
 def test_grid_search_on_dask(dask_client, search_data, sequential_search, tmp_path):
     worker_pids = dask_client.run(os.getpid).values()
     with joblib.parallel_backend("dask"):
