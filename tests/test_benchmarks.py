@@ -5,9 +5,9 @@ import json
 import joblib
 import numpy as np
 import pytest
+from _support.mnist import needs_mnist
 
 from benchmarks import attack_speed, certified_sweep, inference_speed
-from benchmarks._data import mnist_available
 
 
 def test_inference_speed_compares_savedmodel_with_predict():
@@ -104,7 +104,7 @@ def test_fit_processes_quick_reports_memory_and_cores(tmp_path):
         assert run["cores_busy"] == pytest.approx(run["cpu_s"] / run["wall_s"], rel=1e-2)
 
 
-@pytest.mark.skipif(not mnist_available(), reason="../shared/data/mnist-t10k missing")
+@needs_mnist
 def test_certified_sweep_smoke_reports_held_out_and_training_certificates(tmp_path):
     out = tmp_path / "sweep.json"
     result = certified_sweep.main(["--smoke", "--out", str(out)])

@@ -5,12 +5,10 @@ import math
 
 import numpy as np
 import pytest
+from _support.mnist import needs_mnist
 
 from benchmarks import certified_mnist as bench
-from benchmarks._data import mnist_available
 from stablekeras.robustness import certified_mask
-
-needs_mnist = pytest.mark.skipif(not mnist_available(), reason="../shared/data/mnist-t10k missing")
 
 
 def test_certified_accuracies_by_hand():

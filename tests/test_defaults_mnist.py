@@ -5,11 +5,9 @@
 """
 
 import pytest
+from _support.mnist import needs_mnist
 
 from benchmarks import defaults_mnist as bench
-from benchmarks._data import mnist_available
-
-needs_mnist = pytest.mark.skipif(not mnist_available(), reason="../shared/data/mnist-t10k missing")
 
 
 @needs_mnist

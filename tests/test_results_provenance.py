@@ -17,9 +17,9 @@ import shlex
 from pathlib import Path
 
 import pytest
+from _support.mnist import needs_mnist
 
 from benchmarks import _results
-from benchmarks._data import mnist_available
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
@@ -110,7 +110,7 @@ def test_write_result_records_the_run(tmp_path, monkeypatch):
     assert _results.write_result(run, {}) == tmp_path / "results" / "fit_speed.json"
 
 
-@pytest.mark.skipif(not mnist_available(), reason="../shared/data/mnist-t10k missing")
+@needs_mnist
 def test_a_script_run_end_to_end_writes_its_provenance(tmp_path):
     from benchmarks import fit_speed
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import nbclient
 import nbformat
 import pytest
+from _support.mnist import needs_mnist
 from ipykernel import kernelspec
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
-
-from benchmarks._data import mnist_available
 
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIALS = ROOT / "tutorials"
@@ -90,10 +89,7 @@ RUNNABLE = [
     pytest.param(
         path,
         id=path.stem,
-        marks=pytest.mark.skipif(
-            path.stem in NEEDS_MNIST and not mnist_available(),
-            reason="../shared/data/mnist-t10k missing",
-        ),
+        marks=[needs_mnist] if path.stem in NEEDS_MNIST else [],
     )
     for path in NOTEBOOKS
 ]
