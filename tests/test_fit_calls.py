@@ -6,6 +6,9 @@ tf.function then traces the whole step again; the estimators build the
 optimizer first. Every call into the train function hands the work from the
 Python thread to TensorFlow's and back; with nothing that must see each batch,
 one call runs a whole epoch. Neither may change what is learned.
+
+tf.data's autotuning is off in the pipelines the estimators build from arrays:
+it has nothing to tune there, and it stalls a fit that has one core to itself.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from stablekeras import StableClassifier, StableRegressor, datasets
+from stablekeras.estimators import _distribution
 
 # 13 batches an epoch, 26 steps: above the estimators' eager threshold, so compiled
 FIT = dict(dense_width=16, dense_depth=1, epochs=2, batch_size=32, random_state=0)
@@ -87,3 +92,57 @@ def test_an_epoch_a_call_learns_the_same_weights(digits, Estimator):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(whole.history_["loss"], each.history_["loss"], rtol=1e-6)
     np.testing.assert_array_equal(whole.predict(X), each.predict(X))
+
+
+@pytest.fixture
+def fit_pipelines(monkeypatch):
+    """The training and validation datasets that ``keras.Model.fit`` receives."""
+    seen = []
+    fit = keras.Model.fit
+
+    def spying(model, x=None, *args, validation_data=None, **kwargs):
+        seen.append((x, validation_data))
+        return fit(model, x, *args, validation_data=validation_data, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", spying)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"early_stopping": True}, {"random_shift": 1, "image_shape": (8, 8, 1)}],
+    ids=["plain", "early_stopping", "random_shift"],
+)
+def test_pipelines_from_arrays_do_not_autotune(digits, fit_pipelines, options):
+    X, y = digits
+    StableClassifier(**{**FIT, "epochs": 1, **options}).fit(X, y, sample_weight=np.ones(len(X)))
+    [(train, validation)] = fit_pipelines
+    assert train.options().autotune.enabled is False
+    if options.get("early_stopping"):
+        assert validation.options().autotune.enabled is False
+    else:
+        assert validation is None
+
+
+def test_a_users_pipeline_keeps_its_options(digits, fit_pipelines):
+    X, y = digits
+    data = tf.data.Dataset.from_tensor_slices((X, y)).batch(32)
+    StableClassifier(**{**FIT, "epochs": 1}).fit(data)
+    [(train, _)] = fit_pipelines
+    assert train.options().autotune.enabled is None  # tf.data's default: on
+
+
+@pytest.mark.parametrize("Estimator", [StableClassifier, StableRegressor])
+def test_autotuning_off_learns_the_same_weights(digits, monkeypatch, Estimator):
+    X, y = digits
+    off = Estimator(**FIT).fit(X, y)
+
+    def autotuned(x, y, sample_weight):
+        arrays = (x, y) if sample_weight is None else (x, y, sample_weight)
+        return tf.data.Dataset.from_tensor_slices(arrays)
+
+    monkeypatch.setattr(_distribution, "_array_batches", autotuned)
+    on = Estimator(**FIT).fit(X, y)
+    for a, b in zip(off.model_.get_weights(), on.model_.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(off.predict(X), on.predict(X))
