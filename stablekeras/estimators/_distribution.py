@@ -18,12 +18,10 @@ def _array_batches(x, y, sample_weight):
     """Unbatched ``(x, y)`` or ``(x, y, sample_weight)`` rows as a tf.data.Dataset.
 
     tf.data's autotuning is off for these pipelines. Rows in memory, shuffled and
-    batched, leave it nothing to tune, and its model thread stalls a process that
-    has one core to itself (each fit of a grid search with ``n_jobs=2`` on two
-    cores): the end of an epoch then waited about as long as the epoch, and a
-    one-thread fit took about 1.2 times as long as without it
-    (``benchmarks/fit_processes.py`` measures the side-by-side fits). Pipelines
-    that users pass to ``fit`` keep their own options.
+    batched, leave it nothing to tune, and with it on, a process that has one core
+    to itself (each fit of a grid search with ``n_jobs=2`` on two cores) sat idle
+    at the end of many epochs for about as long as the epoch (benchmarks/RESULTS.md,
+    "Grid search"). Pipelines that users pass to ``fit`` keep their own options.
     """
     arrays = (x, y) if sample_weight is None else (x, y, sample_weight)
     options = tf.data.Options()
