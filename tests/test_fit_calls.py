@@ -137,9 +137,12 @@ def test_autotuning_off_learns_the_same_weights(digits, monkeypatch, Estimator):
     X, y = digits
     off = Estimator(**FIT).fit(X, y)
 
-    def autotuned(x, y, sample_weight):
-        arrays = (x, y) if sample_weight is None else (x, y, sample_weight)
-        return tf.data.Dataset.from_tensor_slices(arrays)
+    batches = _distribution._array_batches
+    on_again = tf.data.Options()
+    on_again.autotune.enabled = True  # the later options win
+
+    def autotuned(*arrays):
+        return batches(*arrays).with_options(on_again)
 
     monkeypatch.setattr(_distribution, "_array_batches", autotuned)
     on = Estimator(**FIT).fit(X, y)
