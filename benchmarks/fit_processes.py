@@ -11,6 +11,11 @@ Two questions behind the grid-search speedup (``grid_search_speed.py``):
   by side, and one with ``n_threads=2`` alone. Each reports its wall time and its CPU
   time (user + system, all threads), so ``cpu / wall`` says how many cores it kept
   busy.
+* **BLAS threads**: small fits (one epoch of 2 batches, which run eagerly, and whose
+  bound takes exact SVDs in NumPy and SciPy) with ``n_threads=1``, alone and two side
+  by side, once as the estimators run them (NumPy's and SciPy's BLAS pools held to
+  ``n_threads`` during the fit, ``stablekeras._threads.blas_threads``) and once
+  with that limit taken out (the BLAS pools at every core, as before).
 
 Run from the repository root, on a machine with nothing else running::
 
@@ -35,6 +40,10 @@ from benchmarks._results import start, write_result
 #: The grid-search benchmark's network (one of its candidates).
 FIT = dict(image_shape=(8, 8, 1), depth=2, epochs=10, batch_size=64, width=16, random_state=0)
 QUICK_FIT = dict(image_shape=(8, 8, 1), depth=1, width=8, epochs=1, batch_size=64, random_state=0)
+#: The small fits of the BLAS comparison: the same network, 128 rows, one epoch (eager).
+SMALL_FIT = dict(FIT, epochs=1)
+SMALL_ROWS = 128
+MODES = ("ours", "keras_adam", "small", "small_blas_unbounded")
 
 
 def _child(mode: str, fits: int, n_threads: int, quick: bool) -> dict:
@@ -45,15 +54,23 @@ def _child(mode: str, fits: int, n_threads: int, quick: bool) -> dict:
     import psutil
 
     from stablekeras import StableClassifier, datasets
-    from stablekeras.estimators import _optimizers
+    from stablekeras.estimators import _base, _optimizers
 
     if mode == "keras_adam":
         import keras
 
         _optimizers.Adam = keras.optimizers.Adam  # this process only
+    if mode == "small_blas_unbounded":
+        import contextlib
+
+        _base.blas_threads = lambda n_threads: contextlib.nullcontext()  # this process only
     X, y = datasets.load_dataset("digits")
-    X, y = (X[:300], y[:300]) if quick else (X[:1198], y[:1198])
-    params = {**(QUICK_FIT if quick else FIT), "n_threads": n_threads}
+    if mode.startswith("small"):
+        X, y = X[:SMALL_ROWS], y[:SMALL_ROWS]
+        params = {**SMALL_FIT, "n_threads": n_threads}
+    else:
+        X, y = (X[:300], y[:300]) if quick else (X[:1198], y[:1198])
+        params = {**(QUICK_FIT if quick else FIT), "n_threads": n_threads}
     process = psutil.Process()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu0, wall0 = usage.ru_utime + usage.ru_stime, time.perf_counter()
@@ -92,12 +109,29 @@ def _cores(run: dict) -> dict:
     return {**run, "cores_busy": round(run["cpu_s"] / run["wall_s"], 3)}
 
 
-def measure(fits: int, quick: bool) -> dict:
+def _alone_and_pair(mode: str, fits: int, quick: bool) -> tuple[dict, list[dict]]:
+    """One process alone, then two side by side (both started, then awaited)."""
+    alone = _cores(_collect(_spawn(mode, fits, 1, quick))[0])
+    pair = [_spawn(mode, fits, 1, quick) for _ in range(2)]
+    return alone, [_cores(r) for r in _collect(*pair)]
+
+
+def _slowdown(alone: dict, side_by_side: list[dict]) -> float:
+    return round(sum(r["wall_s"] for r in side_by_side) / 2 / alone["wall_s"], 3)
+
+
+def measure(fits: int, quick: bool, small_fits: int) -> dict:
     memory = {mode: _collect(_spawn(mode, fits, 1, quick))[0] for mode in ("ours", "keras_adam")}
-    alone = _cores(_collect(_spawn("ours", fits, 1, quick))[0])
-    pair = [_spawn("ours", fits, 1, quick) for _ in range(2)]  # both started, then awaited
-    side_by_side = [_cores(r) for r in _collect(*pair)]
+    alone, side_by_side = _alone_and_pair("ours", fits, quick)
     two_threads = _cores(_collect(_spawn("ours", fits, 2, quick))[0])
+    blas = {}
+    for mode in ("small", "small_blas_unbounded"):
+        small_alone, small_pair = _alone_and_pair(mode, small_fits, quick)
+        blas["bounded" if mode == "small" else "unbounded"] = {
+            "alone": small_alone,
+            "two_side_by_side": small_pair,
+            "slowdown_side_by_side": _slowdown(small_alone, small_pair),
+        }
     return {
         "fits_per_process": fits,
         "estimator": json.loads(json.dumps(QUICK_FIT if quick else FIT)),  # as written
@@ -114,10 +148,19 @@ def measure(fits: int, quick: bool) -> dict:
             "one_thread_alone": alone,
             "one_thread_two_side_by_side": side_by_side,
             "two_threads_alone": two_threads,
-            "slowdown_side_by_side": round(
-                sum(r["wall_s"] for r in side_by_side) / 2 / alone["wall_s"], 3
-            ),
+            "slowdown_side_by_side": _slowdown(alone, side_by_side),
             "gain_of_the_second_thread": round(alone["wall_s"] / two_threads["wall_s"], 3),
+        },
+        "blas_threads": {
+            "fits_per_process": small_fits,
+            "rows": SMALL_ROWS,
+            "estimator": json.loads(json.dumps(SMALL_FIT)),
+            **blas,
+            "side_by_side_unbounded_over_bounded": round(
+                sum(r["wall_s"] for r in blas["unbounded"]["two_side_by_side"])
+                / sum(r["wall_s"] for r in blas["bounded"]["two_side_by_side"]),
+                3,
+            ),
         },
     }
 
@@ -128,7 +171,8 @@ def main(argv=None) -> dict | None:
     parser.add_argument("--fits", type=int, default=6)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/)")
-    parser.add_argument("--child", choices=["ours", "keras_adam"], help=argparse.SUPPRESS)
+    parser.add_argument("--small-fits", type=int, default=20)
+    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -136,7 +180,7 @@ def main(argv=None) -> dict | None:
         return None
     record = start(__file__, argv)
     fits = 2 if args.quick else args.fits
-    row = measure(fits, args.quick)
+    row = measure(fits, args.quick, 2 if args.quick else args.small_fits)
     print("| optimizer | resident MiB after each fit | growth after the first |")
     print("|---|---|---|")
     for mode, m in row["memory"].items():
@@ -150,6 +194,17 @@ def main(argv=None) -> dict | None:
     runs += [("n_threads=2 alone", c["two_threads_alone"])]
     for name, r in runs:
         print(f"| {name} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['cores_busy']:.2f} |")
+    b = row["blas_threads"]
+    print(
+        f"| small fits ({b['fits_per_process']} per process), BLAS pools | alone wall (s) "
+        "| side by side wall (s) | slowdown side by side |"
+    )
+    print("|---|---|---|---|")
+    for name in ("bounded", "unbounded"):
+        r = b[name]
+        pair = " and ".join(f"{p['wall_s']:.1f}" for p in r["two_side_by_side"])
+        alone, slowdown = r["alone"]["wall_s"], r["slowdown_side_by_side"]
+        print(f"| {name} | {alone:.1f} | {pair} | {slowdown:.2f} |")
     result = {"quick": bool(args.quick), **row}
     path = write_result(record, result, args.out)
     print(f"wrote {path}")

@@ -18,7 +18,14 @@ is the process's thread budget as the schedulers publish it:
   workers, and a user may set it for a whole job;
 * otherwise TensorFlow's own default (every core).
 
-Since the pools can only be sized before the runtime starts, the limit takes
+The same budget bounds the BLAS and OpenMP pools of NumPy and SciPy during a fit
+(:func:`blas_threads`; the bound of ``lipschitz_bound_`` takes exact SVDs, and
+fits of few steps run eagerly). Those pools start with every core too, and
+OpenBLAS' threads wait for work by spinning: in two processes side by side
+they take the cores from each other. Unlike TensorFlow's, these limits can
+change at any time, so they hold during the fit only and are restored after.
+
+Since TensorFlow's pools can only be sized before the runtime starts, the limit takes
 effect in a fresh process (a joblib, dask or Ray worker, or a script whose first
 TensorFlow work is the fit). When the runtime already runs with other sizes, the
 fit goes on with them; an explicit ``n_threads`` then warns (``RuntimeWarning``,
@@ -29,13 +36,15 @@ environment's budget was not asked for by anyone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
 
 import tensorflow as tf
+import threadpoolctl
 
-__all__ = ["thread_budget", "limit_threads"]
+__all__ = ["thread_budget", "limit_threads", "blas_threads"]
 
 
 def _dask_worker_threads() -> int | None:
@@ -106,3 +115,15 @@ def limit_threads(n_threads: int | None) -> tuple[int, int]:
                 )
                 break
     return tuple(get() for get, _ in pools)
+
+
+def blas_threads(n_threads: int | None):
+    """A context that bounds NumPy's and SciPy's BLAS and OpenMP pools to :func:`thread_budget`.
+
+    The process's own limits come back on exit. With no budget (``n_threads=None``
+    outside dask and without ``OMP_NUM_THREADS``) nothing changes.
+    """
+    budget = thread_budget(n_threads)
+    if budget is None:
+        return contextlib.nullcontext()
+    return threadpoolctl.threadpool_limits(limits=budget)

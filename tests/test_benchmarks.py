@@ -85,7 +85,7 @@ def test_fit_processes_child_reports_memory_and_time():
     assert run["wall_s"] > 0 and run["cpu_s"] > 0
 
 
-@pytest.mark.slow  # six fresh interpreters, two of them side by side: about 40 s
+@pytest.mark.slow  # twelve fresh interpreters, six of them in pairs: about 80 s
 def test_fit_processes_quick_reports_memory_and_cores(tmp_path):
     from benchmarks import fit_processes
 
@@ -99,6 +99,11 @@ def test_fit_processes_quick_reports_memory_and_cores(tmp_path):
     runs = [cores["one_thread_alone"], cores["two_threads_alone"]]
     runs += cores["one_thread_two_side_by_side"]
     assert len(runs) == 4
+    blas = result["blas_threads"]
+    for name in ("bounded", "unbounded"):
+        runs += [blas[name]["alone"], *blas[name]["two_side_by_side"]]
+        assert len(blas[name]["two_side_by_side"]) == 2 and blas[name]["slowdown_side_by_side"] > 0
+    assert len(runs) == 10
     for run in runs:
         assert run["wall_s"] > 0 and run["cpu_s"] > 0
         assert run["cores_busy"] == pytest.approx(run["cpu_s"] / run["wall_s"], rel=1e-2)

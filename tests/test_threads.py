@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 
 import joblib
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import threadpoolctl
 from joblib.externals.loky import get_reusable_executor
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
 
-from stablekeras import StableClassifier
+from stablekeras import StableClassifier, StableRegressor
 from stablekeras._threads import thread_budget
+from stablekeras.estimators import _base
 
 FIT = dict(width=8, depth=1, epochs=1, batch_size=100, random_state=0)
 
@@ -108,8 +112,6 @@ def test_the_budget_rule(monkeypatch):
 
 
 def test_a_limit_that_cannot_take_effect_warns_when_asked_for(data, monkeypatch):
-    import warnings
-
     tf.constant(0.0)  # TensorFlow's runtime runs in this process from now on
     other = tf.config.threading.get_intra_op_parallelism_threads() + 1
     with pytest.warns(RuntimeWarning, match=f"n_threads: cannot size .* to {other} threads"):
@@ -122,3 +124,57 @@ def test_a_limit_that_cannot_take_effect_warns_when_asked_for(data, monkeypatch)
         StableClassifier(**FIT).fit(*data)
     with pytest.raises(ValueError, match="n_threads"):
         StableClassifier(n_threads=0, **FIT).fit(*data)
+
+
+def _blas_threads():
+    """The thread counts of the process's BLAS and OpenMP pools (threadpoolctl)."""
+    return sorted(pool["num_threads"] for pool in threadpoolctl.threadpool_info())
+
+
+class BlasThreadsAtTrainBegin(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.seen = _blas_threads()
+
+
+@pytest.mark.parametrize("how", ["n_threads", "environment"])
+@pytest.mark.parametrize("Estimator", [StableClassifier, StableRegressor])
+def test_the_budget_bounds_blas_threads_during_the_fit_only(data, monkeypatch, how, Estimator):
+    # OpenBLAS' threads spin while they wait for work: two fits side by side, each
+    # with every core's worth of them for the exact SVDs of the bound, slowed down
+    # several times. The fit holds them to its budget and gives the process's back.
+    with threadpoolctl.threadpool_limits(limits=2):
+        outer = _blas_threads()
+        if not outer or max(outer) < 2:
+            pytest.skip(f"needs a BLAS pool of 2 threads to tell 1 from it; found {outer}")
+        seen_by_bound = []
+
+        def recording_bound(model):
+            seen_by_bound.append(_blas_threads())
+            return bound(model)
+
+        bound = _base.lipschitz_bound
+        monkeypatch.setattr(_base, "lipschitz_bound", recording_bound)
+        if how == "environment":
+            monkeypatch.setenv("OMP_NUM_THREADS", "1")
+            params = {}
+        else:
+            monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+            params = {"n_threads": 1}
+        X, y = data
+        target = y if Estimator is StableClassifier else y.astype(np.float32)
+        with warnings.catch_warnings():
+            # where TensorFlow's runtime already runs with other pools, an explicit
+            # n_threads warns about those (see the test above); BLAS is bounded all the same
+            warnings.simplefilter("ignore", RuntimeWarning)
+            est = Estimator(callbacks=[BlasThreadsAtTrainBegin()], **params, **FIT).fit(X, target)
+        assert set(est.callbacks_[0].seen) == {1}
+        assert seen_by_bound == [[1] * len(outer)]
+        assert _blas_threads() == outer
+
+
+def test_without_a_budget_blas_keeps_its_threads(data, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with threadpoolctl.threadpool_limits(limits=2):
+        outer = _blas_threads()
+        est = StableClassifier(callbacks=[BlasThreadsAtTrainBegin()], **FIT).fit(*data)
+        assert est.callbacks_[0].seen == outer

@@ -25,7 +25,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from stablekeras import _multiworker
-from stablekeras._threads import limit_threads
+from stablekeras._threads import blas_threads, limit_threads
 from stablekeras.estimators import _optimizers
 from stablekeras.estimators._dataset import DatasetFitMixin
 from stablekeras.estimators._distribution import DistributionMixin
@@ -194,6 +194,11 @@ class StableEstimator(
         arrays.
         """
         self._check_fit_parameters()
+        with blas_threads(self.n_threads):
+            return self._fit(X, y, sample_weight, classes, callbacks)
+
+    def _fit(self, X, y, sample_weight, classes, callbacks):
+        """:meth:`fit` after the hyperparameters were checked and the threads sized."""
         user_callbacks = self._fit_callbacks(callbacks)
         previous = self._warm_start_snapshot()
         if isinstance(X, tf.data.Dataset):

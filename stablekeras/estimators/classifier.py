@@ -226,7 +226,9 @@ class StableClassifier(ClassifierMixin, StableEstimator):
         TensorFlow fixes its pools when its runtime starts in a process: the
         limit takes effect in a fresh process (joblib, dask and Ray workers
         are); when the runtime already runs with other sizes the fit uses
-        them, and warns (``RuntimeWarning``) if ``n_threads`` was given.
+        them, and warns (``RuntimeWarning``) if ``n_threads`` was given. The
+        same number bounds NumPy's and SciPy's BLAS threads during the fit
+        (the exact SVDs of ``lipschitz_bound_``), restored afterwards.
     random_shift : int, default=0
         Translation augmentation for images: every training batch shifts each
         image by its own random offset of up to ``random_shift`` pixels along
