@@ -1,4 +1,4 @@
-"""TensorFlow's thread pools, sized to the share of the cores a fit may use.
+"""A fit's thread pools (TensorFlow's, NumPy's and SciPy's BLAS), sized to its share of the cores.
 
 TensorFlow sizes its intra-op pool (threads inside one op, e.g. a matrix
 product) and its inter-op pool (ops run side by side) to all the cores of the
@@ -18,12 +18,13 @@ is the process's thread budget as the schedulers publish it:
   workers, and a user may set it for a whole job;
 * otherwise TensorFlow's own default (every core).
 
-The same budget bounds the BLAS and OpenMP pools of NumPy and SciPy during a fit
-(:func:`blas_threads`; the bound of ``lipschitz_bound_`` takes exact SVDs, and
-fits of few steps run eagerly). Those pools start with every core too, and
-OpenBLAS' threads wait for work by spinning: in two processes side by side
-they take the cores from each other. Unlike TensorFlow's, these limits can
-change at any time, so they hold during the fit only and are restored after.
+The same budget caps the BLAS and OpenMP pools of NumPy and SciPy during a fit
+(:func:`blas_threads`, which lowers them and never raises them): the bound of
+``lipschitz_bound_`` takes exact SVDs, and fits of few steps run eagerly. Those
+pools start with every core too, and OpenBLAS' threads wait for work by
+spinning: in two processes side by side they take the cores from each other.
+Unlike TensorFlow's, these limits can change at any time, so they hold during
+the fit only and are restored after.
 
 Since TensorFlow's pools can only be sized before the runtime starts, the limit takes
 effect in a fresh process (a joblib, dask or Ray worker, or a script whose first
@@ -118,12 +119,17 @@ def limit_threads(n_threads: int | None) -> tuple[int, int]:
 
 
 def blas_threads(n_threads: int | None):
-    """A context that bounds NumPy's and SciPy's BLAS and OpenMP pools to :func:`thread_budget`.
+    """A context that holds NumPy's and SciPy's BLAS and OpenMP pools to :func:`thread_budget`.
 
-    The process's own limits come back on exit. With no budget (``n_threads=None``
-    outside dask and without ``OMP_NUM_THREADS``) nothing changes.
+    It only lowers: a pool already at or below the budget (a dask worker's
+    ``OMP_NUM_THREADS=1`` with ``nthreads=2``, say) keeps its size, since the
+    process's other task threads may be using BLAS too. The lowered pools get
+    their sizes back on exit. With no budget (``n_threads=None`` outside dask
+    and without ``OMP_NUM_THREADS``) nothing changes.
     """
     budget = thread_budget(n_threads)
     if budget is None:
         return contextlib.nullcontext()
-    return threadpoolctl.threadpool_limits(limits=budget)
+    controller = threadpoolctl.ThreadpoolController()
+    above = sorted({lib.num_threads for lib in controller.lib_controllers} - set(range(budget + 1)))
+    return controller.select(num_threads=above).limit(limits=budget)

@@ -178,3 +178,17 @@ def test_without_a_budget_blas_keeps_its_threads(data, monkeypatch):
         outer = _blas_threads()
         est = StableClassifier(callbacks=[BlasThreadsAtTrainBegin()], **FIT).fit(*data)
         assert est.callbacks_[0].seen == outer
+
+
+def test_the_budget_never_raises_a_smaller_blas_pool(data, monkeypatch):
+    # a dask worker with nthreads=2 keeps the nanny's OMP_NUM_THREADS=1 for BLAS: its
+    # other task threads may be in BLAS too
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with threadpoolctl.threadpool_limits(limits=1):
+        outer = _blas_threads()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # TensorFlow's pools, see above
+            est = StableClassifier(callbacks=[BlasThreadsAtTrainBegin()], n_threads=2, **FIT)
+            est.fit(*data)
+        assert est.callbacks_[0].seen == outer == [1] * len(outer)
+        assert _blas_threads() == outer

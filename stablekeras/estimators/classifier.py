@@ -227,8 +227,9 @@ class StableClassifier(ClassifierMixin, StableEstimator):
         limit takes effect in a fresh process (joblib, dask and Ray workers
         are); when the runtime already runs with other sizes the fit uses
         them, and warns (``RuntimeWarning``) if ``n_threads`` was given. The
-        same number bounds NumPy's and SciPy's BLAS threads during the fit
-        (the exact SVDs of ``lipschitz_bound_``), restored afterwards.
+        same number caps NumPy's and SciPy's BLAS threads during the fit (the
+        exact SVDs of ``lipschitz_bound_``): larger pools are lowered to it and
+        restored afterwards, smaller ones are left alone.
     random_shift : int, default=0
         Translation augmentation for images: every training batch shifts each
         image by its own random offset of up to ``random_shift`` pixels along
