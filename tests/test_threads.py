@@ -136,8 +136,9 @@ class BlasThreadsAtTrainBegin(keras.callbacks.Callback):
         self.seen = _blas_threads()
 
 
-@pytest.mark.parametrize("how", ["n_threads", "environment"])
-@pytest.mark.parametrize("Estimator", [StableClassifier, StableRegressor])
+@pytest.mark.parametrize(
+    ("Estimator", "how"), [(StableClassifier, "n_threads"), (StableRegressor, "environment")]
+)
 def test_the_budget_bounds_blas_threads_during_the_fit_only(data, monkeypatch, how, Estimator):
     # OpenBLAS' threads spin while they wait for work: two fits side by side, each
     # with every core's worth of them for the exact SVDs of the bound, slowed down
