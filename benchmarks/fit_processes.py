@@ -125,9 +125,9 @@ def measure(fits: int, quick: bool, small_fits: int) -> dict:
     alone, side_by_side = _alone_and_pair("ours", fits, quick)
     two_threads = _cores(_collect(_spawn("ours", fits, 2, quick))[0])
     blas = {}
-    for mode in ("small", "small_blas_unbounded"):
+    for name, mode in (("bounded", "small"), ("unbounded", "small_blas_unbounded")):
         small_alone, small_pair = _alone_and_pair(mode, small_fits, quick)
-        blas["bounded" if mode == "small" else "unbounded"] = {
+        blas[name] = {
             "alone": small_alone,
             "two_side_by_side": small_pair,
             "slowdown_side_by_side": _slowdown(small_alone, small_pair),

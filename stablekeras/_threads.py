@@ -131,5 +131,7 @@ def blas_threads(n_threads: int | None):
     if budget is None:
         return contextlib.nullcontext()
     controller = threadpoolctl.ThreadpoolController()
-    above = sorted({lib.num_threads for lib in controller.lib_controllers} - set(range(budget + 1)))
+    above = sorted(
+        {lib.num_threads for lib in controller.lib_controllers if lib.num_threads > budget}
+    )
     return controller.select(num_threads=above).limit(limits=budget)
