@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-slow docs docs-check lint format clean
 
-$(STAMP): pyproject.toml
+# __init__.py holds the version, which the installed metadata copies
+$(STAMP): pyproject.toml stablekeras/__init__.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"

@@ -1,6 +1,7 @@
 """The command line: each subcommand, the demo, one-line errors for bad arguments, and a
 start without TensorFlow for help, version and usage errors."""
 
+import importlib.metadata
 import json
 import os
 import pickle
@@ -8,7 +9,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +22,13 @@ from stablekeras.presets import get_preset
 #: or absl's notice that it logs to stderr before being initialised.
 TF_CPP_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\]|absl::InitializeLog")
 
-#: The release in pyproject.toml, which the package and its command line must report.
-VERSION = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
-    "version"
-]
+#: The release, written once in ``stablekeras/__init__.py`` (pyproject.toml reads it from
+#: there), which the installed distribution and the command line must report.
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"$',
+    (Path(__file__).parents[1] / "stablekeras" / "__init__.py").read_text(),
+    re.M,
+).group(1)
 
 TINY = ["--epochs", "2", "--width", "8", "--depth", "1", "--random-state", "0"]
 
@@ -107,6 +110,8 @@ def test_python_m_stablekeras_and_the_console_script_in_real_processes(tmp_path)
         assert command in procs["help"].stdout
     assert procs["version"].returncode == 0
     assert procs["version"].stdout == f"stablekeras {VERSION}\n"
+    # the installed distribution took its version from the package (pyproject's dynamic attr)
+    assert importlib.metadata.version("stablekeras") == VERSION
     assert procs["error"].returncode == 2
     assert procs["error"].stderr == f"stablekeras: error: model file not found: {missing}\n"
 
