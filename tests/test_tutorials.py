@@ -1,11 +1,11 @@
 """The tutorials run end to end, and the committed ones hold the outputs of a full run.
 
-Each notebook is executed in its smoke mode (``STABLEKERAS_FAST=1``) with nbclient, in
-a kernel that runs this very interpreter (a kernelspec written to a temporary directory,
-so nothing is installed anywhere), with ``tutorials/`` as its working directory, as
-Jupyter would start it. The executed copy is written to the test's temporary directory;
-the committed notebooks are never modified, and the test checks that the notebooks
-wrote nothing into ``tutorials/``.
+In the slow group (``make test-slow``), each notebook is executed in its smoke mode
+(``STABLEKERAS_FAST=1``) with nbclient, in a kernel that runs this very interpreter (a
+kernelspec written to a temporary directory, so nothing is installed anywhere), with
+``tutorials/`` as its working directory, as Jupyter would start it. The executed copy
+is written to the test's temporary directory; the committed notebooks are never
+modified, and the test checks that the notebooks wrote nothing into ``tutorials/``.
 """
 
 from __future__ import annotations
@@ -95,6 +95,9 @@ RUNNABLE = [
 ]
 
 
+# About 100 s of kernels for the four: in the slow group, which CI runs too, so that the
+# default suite keeps its margin under ten minutes on two cores.
+@pytest.mark.slow
 @pytest.mark.parametrize("path", RUNNABLE)
 def test_tutorial_runs_in_fast_mode(path, kernel_dirs, tmp_path, monkeypatch):
     monkeypatch.setenv("STABLEKERAS_FAST", "1")
