@@ -136,6 +136,18 @@ class BlasThreadsAtTrainBegin(keras.callbacks.Callback):
         self.seen = _blas_threads()
 
 
+def _fit_with_explicit_threads(est, X, y):
+    """``est.fit(X, y)``, silencing the warning about TensorFlow's pools.
+
+    Where TensorFlow's runtime already runs with other pools, an explicit
+    ``n_threads`` warns about those (``test_a_limit_that_cannot_take_effect_warns_when_asked_for``);
+    BLAS is bounded all the same.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return est.fit(X, y)
+
+
 @pytest.mark.parametrize(
     ("Estimator", "how"), [(StableClassifier, "n_threads"), (StableRegressor, "environment")]
 )
@@ -163,11 +175,8 @@ def test_the_budget_bounds_blas_threads_during_the_fit_only(data, monkeypatch, h
             params = {"n_threads": 1}
         X, y = data
         target = y if Estimator is StableClassifier else y.astype(np.float32)
-        with warnings.catch_warnings():
-            # where TensorFlow's runtime already runs with other pools, an explicit
-            # n_threads warns about those (see the test above); BLAS is bounded all the same
-            warnings.simplefilter("ignore", RuntimeWarning)
-            est = Estimator(callbacks=[BlasThreadsAtTrainBegin()], **params, **FIT).fit(X, target)
+        est = Estimator(callbacks=[BlasThreadsAtTrainBegin()], **params, **FIT)
+        _fit_with_explicit_threads(est, X, target)
         assert set(est.callbacks_[0].seen) == {1}
         assert seen_by_bound == [[1] * len(outer)]
         assert _blas_threads() == outer
@@ -187,9 +196,7 @@ def test_the_budget_never_raises_a_smaller_blas_pool(data, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     with threadpoolctl.threadpool_limits(limits=1):
         outer = _blas_threads()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # TensorFlow's pools, see above
-            est = StableClassifier(callbacks=[BlasThreadsAtTrainBegin()], n_threads=2, **FIT)
-            est.fit(*data)
+        est = StableClassifier(callbacks=[BlasThreadsAtTrainBegin()], n_threads=2, **FIT)
+        _fit_with_explicit_threads(est, *data)
         assert est.callbacks_[0].seen == outer == [1] * len(outer)
         assert _blas_threads() == outer
