@@ -12,7 +12,9 @@ average then, the command) and :func:`write_result` at the end. The JSON gains a
 * ``load_average``: the 1, 5 and 15 minute load averages at the start and the end;
 * ``versions``: python, tensorflow, keras, scikit-learn, numpy, cleverhans and
   stablekeras, with the git commit of the checkout (and whether it had
-  uncommitted changes) when there is one.
+  uncommitted changes to anything but the results themselves, ``benchmarks/results/``
+  and ``benchmarks/RESULTS.md``, so that a run after another is not called dirty for
+  the other's JSON) when there is one.
 
 ``tests/test_results_provenance.py`` checks every JSON under ``benchmarks/results``
 for these fields and that the script exists.
@@ -45,6 +47,8 @@ PROVENANCE_FIELDS = (
     "load_average",
     "versions",
 )
+#: What a run reports into, which does not make the checkout dirty (git pathspecs).
+NOT_CODE = (":(exclude)benchmarks/results", ":(exclude)benchmarks/RESULTS.md")
 #: The distributions whose versions are recorded.
 PACKAGES = ("tensorflow", "keras", "scikit-learn", "numpy", "cleverhans", "stablekeras")
 
@@ -121,7 +125,7 @@ def versions() -> dict:
     commit = _git("rev-parse", "HEAD")
     found["stablekeras_git_commit"] = commit
     if commit is not None:
-        status = _git("status", "--porcelain", "--untracked-files=no")
+        status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE)
         found["stablekeras_git_dirty"] = bool(status)
     return found
 

@@ -14,6 +14,7 @@ import ast
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,26 @@ def test_write_result_records_the_run(tmp_path, monkeypatch):
     # the default place is benchmarks/results/<script>.json
     monkeypatch.setattr(_results, "RESULTS_DIR", tmp_path / "results")
     assert _results.write_result(run, {}) == tmp_path / "results" / "fit_speed.json"
+
+
+def test_dirty_means_changed_code_not_changed_results(tmp_path, monkeypatch):
+    # a checkout of our layout; a benchmark run after another finds the other's JSON changed
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for name in ("benchmarks/results/a.json", "benchmarks/RESULTS.md", "stablekeras/x.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    monkeypatch.setattr(_results, "ROOT", tmp_path)
+    assert _results.versions()["stablekeras_git_dirty"] is False
+    (tmp_path / "benchmarks/results/a.json").write_text("2\n")
+    (tmp_path / "benchmarks/RESULTS.md").write_text("2\n")
+    assert _results.versions()["stablekeras_git_dirty"] is False
+    (tmp_path / "stablekeras/x.py").write_text("2\n")
+    assert _results.versions()["stablekeras_git_dirty"] is True
 
 
 @needs_mnist
