@@ -53,8 +53,8 @@ def _child(mode: str, fits: int, n_threads: int, quick: bool) -> dict:
 
     import psutil
 
-    from stablekeras import StableClassifier, datasets
-    from stablekeras.estimators import _base, _optimizers
+    from stablekeras import StableClassifier, _threads, datasets
+    from stablekeras.estimators import _optimizers
 
     if mode == "keras_adam":
         import keras
@@ -63,7 +63,7 @@ def _child(mode: str, fits: int, n_threads: int, quick: bool) -> dict:
     if mode == "small_blas_unbounded":
         import contextlib
 
-        _base.blas_threads = lambda n_threads: contextlib.nullcontext()  # this process only
+        _threads.blas_threads = lambda n_threads: contextlib.nullcontext()  # this process only
     X, y = datasets.load_dataset("digits")
     if mode.startswith("small"):
         X, y = X[:SMALL_ROWS], y[:SMALL_ROWS]

@@ -24,7 +24,8 @@ The same budget caps the BLAS and OpenMP pools of NumPy and SciPy during a fit
 pools start with every core too, and OpenBLAS' threads wait for work by
 spinning: in two processes side by side they take the cores from each other.
 Unlike TensorFlow's, these limits can change at any time, so they hold during
-the fit only and are restored after.
+the fit only and are restored after. A fit enters :func:`fit_threads`, which does
+both from the one budget.
 
 Since TensorFlow's pools can only be sized before the runtime starts, the limit takes
 effect in a fresh process (a joblib, dask or Ray worker, or a script whose first
@@ -45,7 +46,7 @@ import warnings
 import tensorflow as tf
 import threadpoolctl
 
-__all__ = ["thread_budget", "limit_threads", "blas_threads"]
+__all__ = ["thread_budget", "limit_threads", "blas_threads", "fit_threads"]
 
 
 def _dask_worker_threads() -> int | None:
@@ -135,3 +136,12 @@ def blas_threads(n_threads: int | None):
         {lib.num_threads for lib in controller.lib_controllers if lib.num_threads > budget}
     )
     return controller.select(num_threads=above).limit(limits=budget)
+
+
+def fit_threads(n_threads: int | None):
+    """The threads of one fit, from one budget: TensorFlow's pools sized now
+    (:func:`limit_threads`, before the fit's first TensorFlow work in a fresh
+    process), and the returned context caps NumPy's and SciPy's BLAS pools while
+    it lasts (:func:`blas_threads`)."""
+    limit_threads(n_threads)
+    return blas_threads(n_threads)

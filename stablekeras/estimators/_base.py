@@ -25,7 +25,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from stablekeras import _multiworker
-from stablekeras._threads import blas_threads, limit_threads
+from stablekeras._threads import fit_threads
 from stablekeras.estimators import _optimizers
 from stablekeras.estimators._dataset import DatasetFitMixin
 from stablekeras.estimators._distribution import DistributionMixin
@@ -194,7 +194,7 @@ class StableEstimator(
         arrays.
         """
         self._check_fit_parameters()
-        with blas_threads(self.n_threads):
+        with fit_threads(self.n_threads):
             return self._fit(X, y, sample_weight, classes, callbacks)
 
     def _fit(self, X, y, sample_weight, classes, callbacks):
@@ -240,7 +240,6 @@ class StableEstimator(
     def _check_fit_parameters(self):
         """The hyperparameters, each and together, before anything else happens."""
         self._validate_params()
-        limit_threads(self.n_threads)  # before any TensorFlow work in a fresh process
         if self.constraint == "contractive" and self.integrator != "euler":
             raise ValueError(
                 "constraint='contractive' is analysed for explicit Euler steps only. "
